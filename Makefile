@@ -1,0 +1,50 @@
+# hopforge: `make demo` and `make test` work on a fresh machine with Python >= 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# llama-cpp-python builds from source (5-8 min on 2 cores); the wheel is cached per machine.
+WHEELS ?= $(HOME)/.cache/hopforge/wheels
+LLAMA_VERSION := 0.3.36
+DEMO_OUT ?= demo-data
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export PREFECT_LOGGING_LEVEL ?= WARNING
+
+.PHONY: install demo test test-fast clean llama-wheel bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(MAKE) llama-wheel
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu]"
+	touch $@
+
+llama-wheel:
+	@mkdir -p $(WHEELS)
+	@if ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "llama-cpp-python $(LLAMA_VERSION): using cached wheel in $(WHEELS)"; \
+	else \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) from source (5-8 min, once per machine)"; \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip wheel -q --no-cache-dir --no-deps \
+	    "llama-cpp-python==$(LLAMA_VERSION)" -w $(WHEELS); \
+	fi
+
+demo: install
+	$(BIN)/hopforge run --config configs/demo.toml --out $(DEMO_OUT)
+	$(BIN)/hopforge sql --out $(DEMO_OUT) "SELECT hops, count(*) AS questions, \
+	  round(avg(len(question))) AS avg_chars FROM questions GROUP BY hops ORDER BY hops"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/storage.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

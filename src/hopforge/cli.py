@@ -1,0 +1,222 @@
+"""The ``hopforge`` command line (typer).
+
+Every command takes ``--config`` (a TOML file validated by pydantic), ``--out``
+and ``--seed``; ``-v``/``--quiet`` go before the command. A
+:class:`~hopforge.errors.HopforgeError` prints one line and exits non-zero; any
+other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hopforge.config import Config, load_config
+from hopforge.errors import HopforgeError, StorageError
+
+app = typer.Typer(
+    name="hopforge",
+    help="Manufacture multi-hop deep-search training data from Wikipedia dumps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+graph_app = typer.Typer(help="Inspect the link graph.", no_args_is_help=True)
+app.add_typer(graph_app, name="graph")
+
+console = Console()
+err_console = Console(stderr=True)
+log = logging.getLogger("hopforge")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.", show_default=False)]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Data directory [default: run.out, 'data'].")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed [default: run.seed, 0].")]
+RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run id [default: derived from the config hash].")]
+
+
+def settings(config: Path | None, out: Path | None = None, seed: int | None = None, run_id: str | None = None,
+             **overrides: Any) -> Config:
+    """Load the config and apply command-line overrides (dotted keys)."""
+    return load_config(config, {"run.out": str(out) if out else None, "run.seed": seed, "run.run_id": run_id,
+                                **overrides})
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
+) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def _print_arrow(table: Any, fmt: str, output: Path | None, limit: int | None, total_hint: int | None = None) -> None:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        if output is None:
+            raise StorageError("--format parquet needs --output FILE")
+        pq.write_table(table, output, compression="zstd")
+        err_console.print(f"wrote {table.num_rows} rows to {output}")
+        return
+    if fmt == "csv":
+        sink = open(output, "wb") if output else sys.stdout.buffer
+        pacsv.write_csv(table, sink)
+        sink.flush()
+        return
+    if fmt == "json":
+        data = b"\n".join(orjson.dumps(r, default=str) for r in table.to_pylist())
+        if output:
+            output.write_bytes(data + b"\n")
+        else:
+            sys.stdout.buffer.write(data + b"\n" if data else b"")
+            sys.stdout.flush()
+        return
+    rows = table.to_pylist()
+    shown = rows[:limit] if limit else rows
+    t = Table(show_lines=False)
+    for name in table.column_names:
+        t.add_column(name, overflow="fold")
+    for r in shown:
+        t.add_row(*[_cell(v) for v in r.values()])
+    console.print(t)
+    if limit and len(rows) > limit:
+        console.print(f"[dim]… more rows not shown (--limit {limit}); use --format csv|json for all[/dim]")
+
+
+def _cell(v: Any, width: int = 120) -> str:
+    s = v if isinstance(v, str) else orjson.dumps(v, default=str).decode() if isinstance(v, (list, dict)) else str(v)
+    if v is None:
+        s = "NULL"
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="One read-only statement: SELECT / WITH / DESCRIBE / SUMMARIZE.")],
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json | parquet")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", help="Write the result to this file.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown in table format.")] = 50,
+) -> None:
+    """Query the tables in place with DuckDB (read-only: writes, ATTACH, INSTALL, COPY are refused)."""
+    from hopforge.storage.catalog import query_arrow
+
+    if fmt not in {"table", "csv", "json", "parquet"}:
+        raise typer.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
+    cfg = settings(config, out)
+    result = query_arrow(cfg.run.out, query, limit=limit + 1 if fmt == "table" else None)
+    _print_arrow(result, fmt, output, limit if fmt == "table" else None)
+
+
+@app.command()
+def tables(config: ConfigOpt = None, out: OutOpt = None) -> None:
+    """List tables with their rows, shards, bytes and runs."""
+    from hopforge.storage.schemas import SCHEMA_VERSIONS, SCHEMAS
+    from hopforge.storage.shards import read_manifest
+
+    cfg = settings(config, out)
+    t = Table("table", "rows", "shards", "bytes", "runs", "schema")
+    for name in SCHEMAS:
+        entries = read_manifest(cfg.run.out, name)
+        t.add_row(name, str(sum(e.rows for e in entries)), str(len(entries)),
+                  _human(sum(e.bytes for e in entries)), str(len({e.run for e in entries})),
+                  f"v{SCHEMA_VERSIONS[name]}")
+    console.print(t)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@app.command()
+def runs(config: ConfigOpt = None, out: OutOpt = None) -> None:
+    """List runs: which tables each wrote, rows, config hash, version and time span."""
+    from hopforge.storage.schemas import SCHEMAS
+    from hopforge.storage.shards import read_manifest
+
+    cfg = settings(config, out)
+    by_run: dict[str, dict[str, Any]] = {}
+    for name in SCHEMAS:
+        for e in read_manifest(cfg.run.out, name):
+            r = by_run.setdefault(e.run, {"tables": {}, "config": set(), "version": set(), "first": e.created_at,
+                                          "last": e.created_at})
+            r["tables"][name] = r["tables"].get(name, 0) + e.rows
+            r["config"].add(e.config_hash[:12])
+            r["version"].add(e.hopforge_version)
+            r["first"], r["last"] = min(r["first"], e.created_at), max(r["last"], e.created_at)
+    t = Table("run", "tables (rows)", "config hash", "hopforge", "first shard", "last shard")
+    for run, r in sorted(by_run.items(), key=lambda kv: kv[1]["first"]):
+        t.add_row(run, ", ".join(f"{k} ({v})" for k, v in r["tables"].items()), ",".join(sorted(r["config"])),
+                  ",".join(sorted(r["version"])), r["first"], r["last"])
+    console.print(t)
+
+
+@app.command()
+def inspect(
+    table: Annotated[str, typer.Argument(help="Table name, e.g. questions.")],
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    rows: Annotated[int, typer.Option(help="Sample rows to show.")] = 3,
+    check: Annotated[bool, typer.Option("--verify/--no-verify", help="Recompute shard checksums.")] = True,
+) -> None:
+    """Show a table's schema, shards, checksum status and a few rows."""
+    from hopforge.storage.catalog import query_arrow
+    from hopforge.storage.schemas import SCHEMA_VERSIONS, schema_for
+    from hopforge.storage.shards import read_manifest, verify
+
+    cfg = settings(config, out)
+    schema = schema_for(table)
+    console.print(f"[bold]{table}[/bold] (schema v{SCHEMA_VERSIONS[table]})")
+    st = Table("column", "type")
+    for f in schema:
+        st.add_row(f.name, str(f.type))
+    console.print(st)
+    entries = read_manifest(cfg.run.out, table)
+    sh = Table("shard", "rows", "bytes", "sha256", "config", "created")
+    for e in entries[-20:]:
+        sh.add_row(e.path, str(e.rows), _human(e.bytes), e.sha256[:12], e.config_hash[:12], e.created_at)
+    console.print(sh)
+    if len(entries) > 20:
+        console.print(f"[dim]({len(entries) - 20} earlier shards not shown)[/dim]")
+    if check:
+        rep = verify(cfg.run.out, table)
+        if rep.clean:
+            console.print(f"checksums: {rep.ok} shards ok")
+        else:
+            for what, items in (("changed since written", rep.changed), ("missing", rep.missing),
+                                ("not in manifest", rep.unrecorded)):
+                for p in items:
+                    err_console.print(f"[red]shard {table}/{p}: {what}[/red]")
+            raise typer.Exit(1)
+    if rows and entries:
+        _print_arrow(query_arrow(cfg.run.out, f"SELECT * FROM {table} LIMIT {int(rows)}"), "table", None, rows)
+
+
+def main() -> None:
+    """Entry point: one clear line for expected errors, a traceback for bugs."""
+    try:
+        app()
+    except HopforgeError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The one TOML config that drives every stage, validated by pydantic.
+
+Every section forbids unknown keys, so a typo fails loudly with the key's
+dotted path instead of being silently ignored. Secrets (API keys) are
+``SecretStr``: they never appear in ``config_hash``, manifests or logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from hopforge.errors import ConfigError
+
+DEFAULT_DUMP = "../shared/wiki/enwiki-233.xml.bz2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    out: Path = Path("data")
+    seed: int = 0
+    # None => derived from the config hash, so re-running the same config resumes the same run.
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class GraphConfig(_Section):
+    dump: str = DEFAULT_DUMP
+    # Title list used to rebuild the demo dump through Special:Export when `dump` is absent.
+    export_titles: Path | None = None
+    export_url: str = "https://en.wikipedia.org/wiki/Special:Export"
+    workers: int = Field(default=2, ge=1, le=256)
+    batch_pages: int = Field(default=256, ge=1, le=100_000)
+    page_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    namespaces: list[int] = Field(default_factory=lambda: [0])
+    pagerank_alpha: float = Field(default=0.85, gt=0, lt=1)
+
+
+class StartMix(_Section):
+    pagerank: float = Field(default=0.4, ge=0)
+    uniform: float = Field(default=0.4, ge=0)
+    recency: float = Field(default=0.2, ge=0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> StartMix:
+        if self.pagerank + self.uniform + self.recency <= 0:
+            raise ValueError("at least one start weight must be > 0")
+        return self
+
+
+class SynthConfig(_Section):
+    n_questions: int = Field(default=100, ge=1, le=100_000_000)
+    hops_min: int = Field(default=2, ge=1, le=8)
+    hops_max: int = Field(default=6, ge=1, le=8)
+    start_mix: StartMix = Field(default_factory=StartMix)
+    composer: Literal["template", "llm"] = "template"
+    exclude_flags: list[str] = Field(default_factory=lambda: ["disambiguation", "list", "date"])
+    max_in_degree: int | None = Field(default=None, ge=1)
+    lead_link_weight: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _hops(self) -> SynthConfig:
+        if self.hops_min > self.hops_max:
+            raise ValueError(f"hops_min ({self.hops_min}) > hops_max ({self.hops_max})")
+        return self
+
+
+class TeacherConfig(_Section):
+    backend: Literal["cpu", "openai", "vllm", "scripted"] = "cpu"
+    base_url: str | None = None
+    model: str = "gemma-3-270m"
+    api_key: SecretStr | None = None
+    api_key_env: str = "HOPFORGE_API_KEY"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8011, ge=1, le=65535)
+    context_tokens: int = Field(default=8192, ge=256)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    startup_timeout_s: float = Field(default=180.0, gt=0)
+    # vLLM server options (used when backend = "vllm" and hopforge manages the server).
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    extra_args: list[str] = Field(default_factory=list)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get(self.api_key_env)
+
+
+class RolloutConfig(_Section):
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    max_turns: int = Field(default=100, ge=1, le=600)
+    token_budget: int = Field(default=200_000, ge=1)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=4, ge=0, le=50)
+    attempts_per_question: int = Field(default=1, ge=1, le=64)
+    flush_every: int = Field(default=64, ge=1)
+    flush_seconds: float = Field(default=30.0, gt=0)
+    search_k: int = Field(default=5, ge=1, le=100)
+    page_chars: int = Field(default=2000, ge=100)
+
+
+class FilterConfig(_Section):
+    min_tool_calls: int = Field(default=3, ge=0)
+    max_tokens: int = Field(default=500_000, ge=1)
+    f1_threshold: float = Field(default=0.8, ge=0, le=1)
+    llm_judge: bool = False
+    minhash_threshold: float = Field(default=0.85, gt=0, le=1)
+    minhash_num_perm: int = Field(default=128, ge=16, le=1024)
+    decontaminate: Path | None = None
+    decontam_ngram: int = Field(default=13, ge=3)
+    difficulty_k: int = Field(default=0, ge=0, le=64)
+    judge_window: int = Field(default=20, ge=1)
+
+
+class ExportConfig(_Section):
+    format: Literal["trl", "sharegpt", "openai-jsonl"] = "trl"
+    validation_fraction: float = Field(default=0.1, ge=0, lt=1)
+    window_turns: int | None = Field(default=None, ge=2)
+    reasoning: Literal["keep", "drop", "shorten"] = "keep"
+    push_to_hub: str | None = None
+
+
+class FlowConfig(_Section):
+    cron: str = "0 3 * * *"
+    task_runner: Literal["thread", "ray", "dask"] = "thread"
+    task_retries: int = Field(default=2, ge=0)
+    retry_delay_s: float = Field(default=5.0, ge=0)
+
+
+class Config(_Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    flows: FlowConfig = Field(default_factory=FlowConfig)
+
+    def config_hash(self) -> str:
+        """Stable hash of everything that shapes the data (not paths, not secrets)."""
+        data = self.model_dump(mode="json", exclude={"run": {"out", "run_id"}, "teacher": {"api_key"}})
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id or f"r{self.config_hash()[:10]}"
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            parts.append(f"{key}: {e['msg']}{got_s}")
+    return f"invalid config {source}: " + "; ".join(parts)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a TOML file (or defaults), apply dotted-key overrides, validate.
+
+    ``overrides`` maps dotted keys (``"run.seed"``) to values; CLI flags use it.
+    Raises :class:`ConfigError` naming the file and every offending key.
+    """
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"invalid TOML in {p}: {e}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None

@@ -1,0 +1,155 @@
+"""Query the shards in place: a read-only DuckDB catalog and polars scans.
+
+``open_catalog`` builds a small DuckDB database of views (one per table, over
+the shard globs: nothing is copied), reopens it read-only and locks it down:
+file access is limited to the output directory, extension auto-install and
+auto-load are off, and the configuration is locked so a query cannot undo it.
+``guard_sql`` additionally refuses anything but one SELECT/EXPLAIN statement.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from hopforge.errors import SQLGuardError, StorageError
+from hopforge.storage.schemas import SCHEMAS, schema_for
+from hopforge.storage.shards import read_manifest, shard_paths, table_dir
+
+ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+# Physical tables that the catalog exposes under another name; `turns` is a view
+# that joins the labels of the most recent labelling run into the rollout turns.
+LABEL_TABLE = "turn_labels"
+
+
+def guard_sql(sql: str) -> str:
+    """Return ``sql`` if it is exactly one read-only statement, else raise."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise SQLGuardError(f"SQL does not parse: {e}") from None
+    if len(statements) != 1:
+        raise SQLGuardError(f"exactly one statement is allowed, got {len(statements)}")
+    kind = statements[0].type
+    if kind not in ALLOWED_STATEMENTS:
+        name = getattr(kind, "name", str(kind))
+        raise SQLGuardError(
+            f"{name} statements are refused: hopforge sql is read-only "
+            "(only SELECT, WITH ... SELECT, FROM, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN)"
+        )
+    return sql
+
+
+def _glob(out: Path, table: str, run: str | None = None) -> str:
+    run_part = f"run={run}" if run else "run=*"
+    return str(table_dir(out, table).resolve() / run_part / "part-*.parquet")
+
+
+def _latest_run(out: Path, table: str) -> str | None:
+    entries = read_manifest(out, table)
+    if not entries:
+        return None
+    return max(entries, key=lambda e: e.created_at).run
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, out: Path) -> None:
+    for table in SCHEMAS:
+        read_manifest(out, table)  # refuse newer schema versions up front
+        source = f"_{table}_data"
+        if shard_paths(out, table):
+            con.execute(
+                f"CREATE VIEW {source} AS SELECT * FROM read_parquet("
+                f"'{_glob(out, table)}', hive_partitioning = true, union_by_name = true)"
+            )
+        else:
+            empty = schema_for(table).empty_table()  # noqa: F841  (read by DuckDB by name)
+            con.execute(f"CREATE TABLE {source} AS SELECT *, NULL::VARCHAR AS run FROM empty")
+    latest_labels = _latest_run(out, LABEL_TABLE)
+    if latest_labels is not None:
+        labels_sql = (
+            f"SELECT * FROM read_parquet('{_glob(out, LABEL_TABLE, latest_labels)}', hive_partitioning = true)"
+        )
+    else:
+        labels_sql = f"SELECT * FROM _{LABEL_TABLE}_data"
+    for table in SCHEMAS:
+        if table == "turns":
+            con.execute(
+                "CREATE VIEW turns AS SELECT t.*, l.* EXCLUDE (trajectory_id, turn_index, run) "
+                f"FROM _turns_data t LEFT JOIN ({labels_sql}) l USING (trajectory_id, turn_index)"
+            )
+        else:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_data")
+
+
+@contextmanager
+def open_catalog(out: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A locked-down, read-only DuckDB connection with one view per table."""
+    out_path = Path(out)
+    if not out_path.is_dir():
+        raise StorageError(f"output directory {out_path} does not exist; run a stage first or pass --out")
+    out_path = out_path.resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="hopforge-catalog-"))
+    db = tmp / "catalog.duckdb"
+    try:
+        build = duckdb.connect(str(db))
+        try:
+            _create_views(build, out_path)
+        finally:
+            build.close()
+        con = duckdb.connect(
+            str(db),
+            read_only=True,
+            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+        )
+        try:
+            con.execute("SET allowed_directories = ?", [[str(out_path) + "/"]])
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            yield con
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def query_arrow(out: str | Path, sql: str, limit: int | None = None):
+    """Run one guarded read-only query and return a pyarrow Table."""
+    guard_sql(sql)
+    with open_catalog(out) as con:
+        try:
+            rel = con.sql(sql)
+            if rel is None:
+                raise SQLGuardError("statement returned no result")
+            if limit is not None:
+                rel = rel.limit(limit)
+            return rel.fetch_arrow_table()
+        except duckdb.PermissionException as e:
+            raise SQLGuardError(f"refused: {e}") from None
+        except duckdb.Error as e:
+            raise StorageError(f"query failed: {e}") from None
+
+
+def scan(table: str, out: str | Path = "data") -> pl.LazyFrame:
+    """A polars LazyFrame over ``table``'s shards (``turns`` includes its labels)."""
+    schema_for(table)
+    out_path = Path(out)
+    read_manifest(out_path, table)
+
+    def _scan(name: str, run: str | None = None) -> pl.LazyFrame:
+        if not shard_paths(out_path, name, run):
+            return pl.from_arrow(schema_for(name).empty_table()).lazy()
+        return pl.scan_parquet(_glob(out_path, name, run), hive_partitioning=True)
+
+    if table != "turns":
+        return _scan(table)
+    labels = _scan(LABEL_TABLE, _latest_run(out_path, LABEL_TABLE))
+    if "run" in labels.collect_schema().names():
+        labels = labels.drop("run")
+    return _scan("turns").join(labels, on=["trajectory_id", "turn_index"], how="left")

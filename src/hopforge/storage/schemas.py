@@ -1,0 +1,291 @@
+"""Explicit, versioned pyarrow schemas: the contract between stages.
+
+Every table the pipeline writes is declared here before any code fills it.
+A change to a table's columns bumps its version in ``SCHEMA_VERSIONS``;
+readers refuse data from a newer version than they know.
+
+Nested data (a walk's path, a turn's tool arguments, check results) is a typed
+list/struct column that DuckDB and polars read natively, never a JSON string.
+Ids are content hashes (see :mod:`hopforge.storage.ids`).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from hopforge.errors import SchemaVersionError, StorageError
+
+TS = pa.timestamp("us", tz="UTC")
+
+KV = pa.struct([("key", pa.string()), ("value", pa.string())])
+
+EVIDENCE = pa.struct(
+    [
+        ("hop", pa.int32()),  # 1-based: hop i links path[i-1] -> path[i]
+        ("src", pa.string()),
+        ("dst", pa.string()),
+        ("anchor", pa.string()),
+        ("sentence", pa.string()),
+    ]
+)
+
+CHECK = pa.struct(
+    [
+        ("name", pa.string()),
+        ("passed", pa.bool_()),
+        ("detail", pa.string()),
+    ]
+)
+
+TOOL_ARGS = pa.struct(
+    [
+        ("query", pa.string()),  # search
+        ("k", pa.int32()),  # search
+        ("title", pa.string()),  # visit
+        ("page", pa.int32()),  # visit
+        ("text", pa.string()),  # answer
+    ]
+)
+
+PAGES = pa.schema(
+    [
+        ("page_id", pa.int64()),
+        ("title", pa.string()),
+        ("ns", pa.int32()),
+        ("revision_id", pa.int64()),
+        ("revision_timestamp", TS),
+        ("text", pa.string()),  # cleaned plain text, paragraphs separated by "\n\n"
+        ("lead", pa.string()),
+        ("short_description", pa.string()),
+        ("infobox_type", pa.string()),
+        ("infobox", pa.list_(KV)),
+        ("categories", pa.list_(pa.string())),
+        ("is_disambiguation", pa.bool_()),
+        ("is_list", pa.bool_()),
+        ("is_date", pa.bool_()),
+        ("wikitext_bytes", pa.int64()),
+        ("red_links", pa.int32()),  # links to titles absent from the dump, dropped
+        ("source", pa.string()),  # dump file name
+    ]
+)
+
+LINKS = pa.schema(
+    [
+        ("src_id", pa.int64()),
+        ("src_title", pa.string()),
+        ("dst_id", pa.int64()),  # after redirect resolution; always in the dump
+        ("dst_title", pa.string()),
+        ("raw_target", pa.string()),  # as written in the wikitext, before normalisation
+        ("anchor", pa.string()),
+        ("sentence", pa.string()),
+        ("position", pa.int32()),  # 0-based ordinal of the link in its page
+        ("in_lead", pa.bool_()),
+        ("via_redirect", pa.bool_()),
+    ]
+)
+
+REDIRECTS = pa.schema(
+    [
+        ("title", pa.string()),  # the redirect page's title
+        ("page_id", pa.int64()),  # the redirect page's own id
+        ("target", pa.string()),  # final target after following the chain
+        ("target_id", pa.int64()),  # null when the final target is not in the dump
+        ("fragment", pa.string()),
+        ("chain", pa.list_(pa.string())),  # intermediate titles, in order
+    ]
+)
+
+NODES = pa.schema(
+    [
+        ("node", pa.int32()),  # row index in the CSR arrays
+        ("page_id", pa.int64()),
+        ("title", pa.string()),
+        ("pagerank", pa.float64()),
+        ("in_degree", pa.int32()),
+        ("out_degree", pa.int32()),
+        ("is_disambiguation", pa.bool_()),
+        ("is_list", pa.bool_()),
+        ("is_date", pa.bool_()),
+        ("revision_timestamp", TS),
+    ]
+)
+
+WALKS = pa.schema(
+    [
+        ("walk_id", pa.string()),
+        ("seed", pa.int64()),
+        ("hops", pa.int32()),
+        ("start_strategy", pa.string()),  # pagerank | uniform | recency
+        ("path", pa.list_(pa.string())),  # titles, start to answer
+        ("path_ids", pa.list_(pa.int64())),
+        ("evidence", pa.list_(EVIDENCE)),
+    ]
+)
+
+QUESTIONS = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("walk_id", pa.string()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("answer_aliases", pa.list_(pa.string())),
+        ("answer_type", pa.string()),  # entity | fact
+        ("path", pa.list_(pa.string())),  # titles, start to answer
+        ("hops", pa.int32()),
+        ("evidence", pa.list_(EVIDENCE)),
+        ("answer_facts", pa.list_(KV)),  # infobox facts of the final entity
+        ("composer", pa.string()),  # template | llm:<model>
+        ("checks", pa.list_(CHECK)),
+        ("passed", pa.bool_()),
+        ("seed", pa.int64()),
+    ]
+)
+
+TRAJECTORIES = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("question_id", pa.string()),
+        ("attempt", pa.int32()),
+        ("teacher_backend", pa.string()),
+        ("teacher_model", pa.string()),
+        ("status", pa.string()),  # answered | turn_limit | token_budget | error
+        ("final_answer", pa.string()),
+        ("num_turns", pa.int32()),
+        ("num_tool_calls", pa.int32()),
+        ("tokens_in", pa.int64()),
+        ("tokens_out", pa.int64()),
+        ("retries", pa.int32()),
+        ("errors", pa.int32()),
+        ("context_events", pa.int32()),
+        ("error", pa.string()),
+        ("started_at", TS),
+        ("finished_at", TS),
+        ("wall_seconds", pa.float64()),
+    ]
+)
+
+TURNS = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("question_id", pa.string()),
+        ("turn_index", pa.int32()),  # 0-based over all messages of the trajectory
+        ("role", pa.string()),  # system | user | assistant | tool
+        ("content", pa.string()),  # assistant text / observation / prompt
+        ("reasoning", pa.string()),  # thinking content, kept apart from content
+        ("tool_call_id", pa.string()),
+        ("tool_name", pa.string()),
+        ("tool_args", TOOL_ARGS),
+        ("raw_output", pa.string()),  # the model's raw text when a text protocol is used
+        ("parse_error", pa.string()),
+        ("tokens_in", pa.int32()),
+        ("tokens_out", pa.int32()),
+        ("latency_ms", pa.float64()),
+        ("error", pa.string()),
+        ("context_action", pa.string()),  # none | truncated | summarized
+    ]
+)
+
+# Written by the label stage; the catalog's `turns` view joins it in, so
+# `SELECT loss_weight FROM turns` works without the user knowing there are two tables.
+TURN_LABELS = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("turn_index", pa.int32()),
+        ("valid_call", pa.bool_()),
+        ("tool_error", pa.bool_()),
+        ("novel_query", pa.bool_()),
+        ("progress", pa.bool_()),
+        ("redundant", pa.bool_()),
+        ("recovery", pa.bool_()),
+        ("judge_label", pa.string()),  # essential | not_necessary | harmful
+        ("judge_rationale", pa.string()),
+        ("loss_weight", pa.float32()),
+        ("label_policy", pa.string()),
+    ]
+)
+
+DIFFICULTY = pa.schema(
+    [
+        ("question_id", pa.string()),
+        ("k", pa.int32()),
+        ("solve_rate_no_tools", pa.float64()),
+        ("solve_rate_tools", pa.float64()),
+        ("teacher_model", pa.string()),
+    ]
+)
+
+KEPT = pa.schema(
+    [
+        ("trajectory_id", pa.string()),
+        ("question_id", pa.string()),
+        ("correct", pa.bool_()),
+        ("f1", pa.float64()),
+        ("judge_verdict", pa.string()),
+        ("judge_rationale", pa.string()),
+    ]
+)
+
+REJECTS = pa.schema(
+    [
+        ("stage", pa.string()),  # ingest | questions | rollout | filter | ...
+        ("step", pa.string()),  # the filter / check that dropped the row
+        ("reason", pa.string()),  # stable snake_case, e.g. answer_mismatch
+        ("row_table", pa.string()),  # the table the row would have gone to
+        ("row_id", pa.string()),  # page_id / question_id / trajectory_id
+        ("detail", pa.string()),  # human-readable context: title, offset, values
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "pages": PAGES,
+    "links": LINKS,
+    "redirects": REDIRECTS,
+    "nodes": NODES,
+    "walks": WALKS,
+    "questions": QUESTIONS,
+    "trajectories": TRAJECTORIES,
+    "turns": TURNS,
+    "turn_labels": TURN_LABELS,
+    "difficulty": DIFFICULTY,
+    "kept": KEPT,
+    "rejects": REJECTS,
+}
+
+SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in SCHEMAS}
+
+# Columns that identify a row; used for resume (skip ids already written) and dedup.
+ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "pages": ("page_id",),
+    "links": ("src_id", "position"),
+    "redirects": ("title",),
+    "nodes": ("node",),
+    "walks": ("walk_id",),
+    "questions": ("question_id",),
+    "trajectories": ("trajectory_id",),
+    "turns": ("trajectory_id", "turn_index"),
+    "turn_labels": ("trajectory_id", "turn_index"),
+    "difficulty": ("question_id",),
+    "kept": ("trajectory_id",),
+    "rejects": ("stage", "step", "row_id"),
+}
+
+
+def schema_for(table: str) -> pa.Schema:
+    """The versioned schema of ``table``, with version metadata attached."""
+    try:
+        schema = SCHEMAS[table]
+    except KeyError:
+        raise StorageError(f"unknown table {table!r}; known: {', '.join(sorted(SCHEMAS))}") from None
+    return schema.with_metadata(
+        {b"hopforge.table": table.encode(), b"hopforge.schema_version": str(SCHEMA_VERSIONS[table]).encode()}
+    )
+
+
+def check_version(table: str, version: int, where: str) -> None:
+    """Raise if ``version`` is newer than this package's schema for ``table``."""
+    known = SCHEMA_VERSIONS[table]
+    if version > known:
+        raise SchemaVersionError(
+            f"{where}: table {table!r} was written with schema version {version}, "
+            f"but this hopforge knows only up to {known}; upgrade hopforge to read it"
+        )
