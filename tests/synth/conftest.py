@@ -96,6 +96,8 @@ TOY_PAGES = [
      "infobox_type": "organization"},
     {"title": "Aldmoor (disambiguation)", "is_disambiguation": True},
     {"title": "List of abbeys", "is_list": True},
+    {"title": "Brackenford", "short_description": "Market town in Westshire", "infobox_type": "settlement",
+     "infobox": {"established": "1711"}},
 ]
 TOY_LINKS = [
     ("Aldmoor", "Brannock Abbey", "Brannock Abbey", "The ruins of Brannock Abbey lie north of the town.", True),
@@ -109,6 +111,9 @@ TOY_LINKS = [
     ("Cedric Vane", "Harrow Lane Poets", "Harrow Lane Poets", "He was a member of the Harrow Lane Poets.", False),
     ("Duskwater Press (publisher)", "Westshire", "Westshire", "The press is based in Westshire.", True),
     ("Harrow Lane Poets", "Cedric Vane", "Vane", "The circle was led by Vane.", True),
+    ("Harrow Lane Poets", "Duskwater Press (publisher)", "Duskwater Press",
+     "Its anthologies appeared from Duskwater Press.", False),
+    ("Westshire", "Brackenford", "Brackenford", "Towns include Brackenford.", False),
     ("Ell (river)", "Westshire", "Westshire", "The Ell flows through Westshire.", True),
     ("Westshire", "Aldmoor", "Aldmoor", "Towns include Aldmoor.", False),
     ("Westshire", "Ell (river)", "River Ell", "The River Ell drains the county.", False),
@@ -129,3 +134,15 @@ def toy_out(tmp_path: Path) -> Path:
 def toy_cfg(toy_out: Path):
     return load_config(None, {"run.out": str(toy_out), "synth.n_questions": 20, "synth.hops_min": 2,
                               "synth.hops_max": 3})
+
+
+def path_of(view, titles: list[str]) -> tuple[list[int], list[int], str]:
+    """(nodes, CSR edge ids, strategy) for a path given by titles; fails if a link is missing."""
+    nodes = [view.node_of_title[t] for t in titles]
+    edges = []
+    for u, v in zip(nodes, nodes[1:]):
+        row = view.indices[view.indptr[u]:view.indptr[u + 1]]
+        j = int(np.searchsorted(row, v))
+        assert j < len(row) and row[j] == v, f"no link {view.titles[u]!r} -> {view.titles[v]!r}"
+        edges.append(int(view.indptr[u]) + j)
+    return nodes, edges, "uniform"
