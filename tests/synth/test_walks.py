@@ -25,6 +25,10 @@ def test_lead_links_are_chosen_in_proportion_to_lead_weight():
     w1 = Walker(indptr, indices, lead, np.ones(4, bool), lead_weight=1.0)
     d1, _ = w1.step(np.zeros(200_000, np.int32), np.random.default_rng(0))
     assert abs(np.bincount(d1, minlength=4)[1] / len(d1) - 1 / 3) < 0.01
+    # A weight below 1 down-weights lead links: 0.5 / (0.5 + 2) = 0.2.
+    wh = Walker(indptr, indices, lead, np.ones(4, bool), lead_weight=0.5)
+    dh, _ = wh.step(np.zeros(200_000, np.int32), np.random.default_rng(0))
+    assert abs(np.bincount(dh, minlength=4)[1] / len(dh) - 0.2) < 0.01
 
 
 def test_walks_never_revisit_and_follow_edges():

@@ -77,20 +77,28 @@ class Walker:
         np.cumsum(n_keep[:-1], out=self.row_start[1:])
         self.total = self.lead_weight * self.n_lead + self.n_other  # total edge weight per row
         self.allowed = np.asarray(allowed, dtype=bool) & (self.total > 0)
+        # Packed per-node sampling table (float64 is exact for edge offsets below 2**53).
+        self._tab = np.stack([self.total, self.lead_weight * self.n_lead * (1.0 - 1.0 / self.lead_weight),
+                              self.row_start.astype(np.float64),
+                              (self.row_start + self.n_lead + self.n_other - 1).astype(np.float64)], axis=1)
+        self._inv_lw = 1.0 / self.lead_weight
+        self._pick = np.maximum if self.lead_weight >= 1.0 else np.minimum
 
     def step(self, cur: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One weighted hop from each node in ``cur`` (all must have total > 0): (dst, walker edge)."""
-        # np.take is several times faster than fancy indexing for 1-D gathers.
-        nl = np.take(self.n_lead, cur)
-        no = np.take(self.n_other, cur)
-        lead_mass = self.lead_weight * nl
-        x = rng.random(len(cur)) * (lead_mass + no)
-        y = x - lead_mass
-        # Lead region: every lead edge spans lead_weight units; the rest span 1 unit.
-        off = np.where(y < 0, x / self.lead_weight, nl + y).astype(np.int64)
+        """One weighted hop from each node in ``cur`` (all must have total > 0): (dst, walker edge).
+
+        Draw x uniform in [0, total). Lead edges occupy [0, lead_mass) at
+        ``lead_weight`` units each, the other edges 1 unit each after it, so the
+        edge offset is x / lw in the lead region and x - c after it, with
+        c = lead_mass * (1 - 1/lw). For lw >= 1 that is max(x / lw, x - c) (min
+        for lw < 1): one gather of a packed per-node row, no branches.
+        """
+        t = np.take(self._tab, cur, axis=0)  # one 32-byte row per walk: fewer cache misses than 4 gathers
+        x = rng.random(len(cur)) * t[:, 0]
+        v = self._pick(x * self._inv_lw, x - t[:, 1])
+        v += t[:, 2]
         # Floating-point guard: x can round up to exactly the row total.
-        np.minimum(off, nl + no - 1, out=off)
-        k = np.take(self.row_start, cur) + off
+        k = np.minimum(v, t[:, 3]).astype(np.int64)
         return np.take(self.dst, k), k
 
     def walk(self, starts: np.ndarray, hops: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
