@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 MONTH = (r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
@@ -113,7 +114,10 @@ def _clean_value(v: str) -> str:
 
 
 def features(page: dict[str, Any]) -> list[Feature]:
-    """All features of a page, most specific first (deterministic)."""
+    """All features of a page, most specific first (deterministic; memoised in the page dict)."""
+    cached = page.get("_features")
+    if cached is not None:
+        return cached
     out: list[Feature] = []
     sd = (page.get("short_description") or "").strip()
     if sd and not GENERIC_SHORT_DESC.match(sd):
@@ -121,9 +125,10 @@ def features(page: dict[str, Any]) -> list[Feature]:
     itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
     for kv in page.get("infobox") or []:
         key = (kv.get("key") or "").strip().lower()
-        value = _clean_value(kv.get("value") or "")
-        m = re.search(YEAR, value)
-        if key in FACT_VERBS and m:
+        if key not in FACT_VERBS:
+            continue
+        m = re.search(YEAR, _clean_value(kv.get("value") or ""))
+        if m:
             out.append(Feature("fact", f"{FACT_VERBS[key]} in {vague_year(int(m.group(0)))}"))
     if itype:
         out.append(Feature("infobox_type", with_article(itype)))
@@ -140,6 +145,8 @@ def features(page: dict[str, Any]) -> list[Feature]:
         if f.text not in seen:
             seen.add(f.text)
             uniq.append(f)
+    if page:
+        page["_features"] = uniq
     return uniq
 
 
@@ -151,16 +158,20 @@ def initial_feature(title: str) -> Feature:
                               f"{'s' if words != 1 else ''}")
 
 
-def mentions_any(text: str, terms: list[str]) -> bool:
-    """Whether ``text`` contains any term as a whole word (short terms case-sensitively)."""
-    for t in terms:
-        t = t.strip()
-        if len(t) < 2:
-            continue
-        flags = 0 if len(t) <= 3 else re.I
-        if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", text, flags):
-            return True
-    return False
+@lru_cache(maxsize=8192)
+def _terms_pattern(terms: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    # One alternation per case mode: a handful of regex searches per text instead of one per term.
+    terms = tuple(sorted({t.strip() for t in terms if len(t.strip()) >= 2}, key=len, reverse=True))
+    short = [re.escape(t) for t in terms if len(t) <= 3]
+    long = [re.escape(t) for t in terms if len(t) > 3]
+    mk = lambda alts, flags: re.compile(rf"(?<!\w)(?:{'|'.join(alts)})(?!\w)", flags) if alts else None  # noqa: E731
+    return mk(short, 0), mk(long, re.I)
+
+
+def mentions_any(text: str, terms: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``text`` contains any term as a whole word (terms of <= 3 chars case-sensitively)."""
+    short, long = _terms_pattern(tuple(terms))
+    return bool((short and short.search(text)) or (long and long.search(text)))
 
 
 def describe(page: dict[str, Any], title: str, scrub: list[str], n: int = 1,
