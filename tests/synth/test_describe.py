@@ -15,6 +15,8 @@ def test_vague_dates():
     assert vague_dates("poet (1888–1951)") == "poet (from the late 1880s to the early 1950s)"
     assert vague_dates("A 1994 film") == "A mid-1990s film"
     assert vague_dates("the 1990s band") == "the 1990s band"
+    assert vague_dates("revolution from 1789 to 1799") == "revolution in the late 18th century"
+    assert vague_dates("president (1981–89)") == "president (from the early 1980s to the late 1980s)"
 
 
 def test_describe_skips_features_that_name_scrubbed_entities():

@@ -23,7 +23,7 @@ YEAR = r"(?:1[0-9]{3}|20[0-9]{2})"
 # "12 March 1994", "March 12, 1994", "March 1994", "1994" -- the whole date is replaced, keyed on its year.
 DATE_RE = re.compile(rf"\b(?:\d{{1,2}}\s+{MONTH}\s+|{MONTH}\s+(?:\d{{1,2}},?\s+)?)?({YEAR})(?!\d)(?!s\b)")
 ARTICLE_YEAR_RE = re.compile(rf"\b([Aa]n?) ({YEAR})\b(?!s)(?= [a-z])")
-RANGE_RE = re.compile(rf"\b({YEAR})\s*(?:–|-|—|to)\s*({YEAR})\b")
+RANGE_RE = re.compile(rf"\b({YEAR})\s*(?:–|-|—|to)\s*({YEAR}|[0-9]{{2}})\b")
 PREPOSITION_BEFORE = re.compile(r"(?:\b(?:in|on|since|from|by|until|till|to|of|before|after|circa|around|c\.|"
                                 r"ca\.|the)\s*|\()$", re.I)
 GENERIC_SHORT_DESC = re.compile(r"^(?:topics referred to by the same term|wikimedia .*|disambiguation page.*|"
@@ -63,7 +63,8 @@ def vague_year(year: int) -> str:
 def vague_dates(text: str) -> str:
     """Replace exact dates and years in ``text`` with vague periods, keeping the sentence readable."""
     text = ARTICLE_YEAR_RE.sub(_article_year, text)
-    text = RANGE_RE.sub(lambda m: f"from {vague_year(int(m.group(1)))} to {vague_year(int(m.group(2)))}", text)
+    text = RANGE_RE.sub(_range, text)
+    text = re.sub(r"\b(?:from|in|between) (from|in) ", r"\1 ", text)  # "from 1789 to 1799" -> one preposition
 
     def repl(m: re.Match[str]) -> str:
         phrase = vague_year(int(m.group(1)))
@@ -75,6 +76,15 @@ def vague_dates(text: str) -> str:
     text = DATE_RE.sub(repl, text)
     return re.sub(r"\b([Oo])n (the (?:early|mid-|late))", lambda m: ("I" if m.group(1) == "O" else "i") + "n "
                   + m.group(2), text)
+
+
+def _range(m: re.Match[str]) -> str:
+    a, b = int(m.group(1)), m.group(2)
+    end = int(b) if len(b) == 4 else a // 100 * 100 + int(b)  # "1981–89" ends in 1989
+    if end < a:
+        end += 100
+    va, vb = vague_year(a), vague_year(end)
+    return f"in {va}" if va == vb else f"from {va} to {vb}"
 
 
 def _article_year(m: re.Match[str]) -> str:
@@ -95,7 +105,7 @@ def _lower_first(s: str) -> str:
     # Keep acronyms and proper nouns ("American", "BBC"): lowercase only a plain first word.
     first = s.split(" ", 1)[0]
     if len(first) > 1 and first[1:].islower() and first.lower() not in {"american", "british", "english"} \
-            and not re.match(r"^[A-Z][a-z]+(?:an|ish|ese|ic|i)$", first):
+            and not re.match(r"^[A-Z][a-z]+(?:an|ish|ese|i)$", first):
         return s[:1].lower() + s[1:]
     return s
 
@@ -201,6 +211,17 @@ def describe(page: dict[str, Any], title: str, scrub: list[str], n: int = 1,
             parts.append(f.text)
     text = parts[0] + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
     return text, chosen
+
+
+# "musical artist" is left out on purpose: bands use that infobox too.
+PERSON_TYPES = frozenset({"person", "officeholder", "writer", "scientist", "philosopher", "royalty", "president",
+                          "prime minister", "politician", "actor", "artist", "military person", "sportsperson",
+                          "comedian", "saint", "monarch", "religious biography"})
+
+
+def is_person(page: dict[str, Any]) -> bool:
+    itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
+    return itype in PERSON_TYPES or any(c.endswith(" births") for c in page.get("categories") or [])
 
 
 def kind_noun(page: dict[str, Any]) -> str:
