@@ -129,13 +129,14 @@ def download(url: str, dest_dir: Path, *, retries: int = 5, progress: bool = Tru
     return final
 
 
-def export_pages(titles: list[str], export_url: str, dest_dir: Path, *, batch: int = EXPORT_BATCH) -> Path:
+def export_pages(titles: list[str], export_url: str, dest_dir: Path, *, batch: int | None = None) -> Path:
     """Fetch the current revision of ``titles`` through Special:Export into one dump file.
 
     Each batch is a POST ``pages=<titles, one per line>&curonly=1``; the header
     (``<mediawiki>`` + ``<siteinfo>``) of the first answer is kept and the
     ``<page>`` elements of every answer are concatenated, giving one well-formed export.
     """
+    batch = batch or EXPORT_BATCH
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / f"export-{content_id(export_url, titles)}.xml"
     if final.exists():
