@@ -13,7 +13,7 @@ def test_ingest_then_graph_stats(tmp_path):
     dump = wiki_file("ltgwiki-tiny-8.xml.bz2")
     res = runner.invoke(app, ["ingest", str(dump), "--out", str(tmp_path), "--workers", "1"])
     assert res.exit_code == 0, res.output
-    stats = orjson.loads(res.stdout[res.stdout.index("{"):])
+    stats = orjson.loads(res.stdout)
     assert stats["dump"] == "ltgwiki-tiny-8.xml.bz2" and stats["pages"] == 2 and stats["redirects"] == 1
     res = runner.invoke(app, ["graph", "stats", "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output

@@ -92,9 +92,11 @@ def download(url: str, dest_dir: Path, *, retries: int = 5, progress: bool = Tru
                         total = int(length) if length else None
                         have, mode = 0, "wb"
                     if progress and bar is None:
+                        from rich.console import Console
                         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-                        bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+                        bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                                       console=Console(stderr=True))
                         bar.start()
                         task = bar.add_task(f"download {name}", total=total, completed=have)
                     with open(part, mode) as f:

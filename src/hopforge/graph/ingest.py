@@ -462,9 +462,10 @@ def run_ingest(cfg: Config, *, progress: bool = False) -> dict:
     results: list[dict] = []
     bar = None
     if progress:
+        from rich.console import Console
         from rich.progress import Progress
 
-        bar = Progress(transient=False)
+        bar = Progress(console=Console(stderr=True))  # stdout stays clean for the JSON stats
         bar.start()
         task = bar.add_task("ingest batches", total=len(batches), completed=len(batches) - len(pending))
     try:
