@@ -157,3 +157,25 @@ def test_unknown_exclude_flag_names_the_key(toy_out):
     cfg = load_config(None, {"run.out": str(toy_out), "synth.exclude_flags": ["stub"]})
     with pytest.raises(ConfigError, match="synth.exclude_flags: unknown flag 'stub'"):
         plan_questions(cfg)
+
+
+def test_crash_after_walks_resumes_without_duplicates(toy_cfg, monkeypatch):
+    import hopforge.synth.questions as qmod
+
+    batches = plan_questions(toy_cfg)
+    real = qmod.write_shard
+
+    def crash_on_questions(out, table, data, **kw):
+        if table == "questions":
+            raise OSError("disk full")
+        return real(out, table, data, **kw)
+
+    monkeypatch.setattr(qmod, "write_shard", crash_on_questions)
+    with pytest.raises(OSError):
+        compose_batch(toy_cfg, batches[0])
+    assert read_table(toy_cfg.run.out, "walks").num_rows == 20  # walks landed, questions did not
+    monkeypatch.setattr(qmod, "write_shard", real)
+    stats = compose_batch(toy_cfg, batches[0])
+    assert stats["questions"] == 20
+    assert read_table(toy_cfg.run.out, "walks").num_rows == 20  # no duplicate walk rows
+    assert read_table(toy_cfg.run.out, "questions").num_rows == 20
