@@ -42,7 +42,7 @@ from hopforge.synth.aliases import answer_aliases
 from hopforge.synth.checks import run_checks
 from hopforge.synth.compose import Chain, Composer, TemplateComposer
 from hopforge.synth.graph_view import GraphView
-from hopforge.synth.walks import BLOCK_SIZE, STRATEGIES, Walker, WalkResult, start_weights, walk_block
+from hopforge.synth.walks import STRATEGIES, Walker, WalkResult, start_weights, walk_block
 
 log = logging.getLogger(__name__)
 
