@@ -92,9 +92,11 @@ def download(url: str, dest_dir: Path, *, retries: int = 5, progress: bool = Tru
                         total = int(length) if length else None
                         have, mode = 0, "wb"
                     if progress and bar is None:
+                        from rich.console import Console
                         from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-                        bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+                        bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                                       console=Console(stderr=True))
                         bar.start()
                         task = bar.add_task(f"download {name}", total=total, completed=have)
                     with open(part, mode) as f:
@@ -129,13 +131,14 @@ def download(url: str, dest_dir: Path, *, retries: int = 5, progress: bool = Tru
     return final
 
 
-def export_pages(titles: list[str], export_url: str, dest_dir: Path, *, batch: int = EXPORT_BATCH) -> Path:
+def export_pages(titles: list[str], export_url: str, dest_dir: Path, *, batch: int | None = None) -> Path:
     """Fetch the current revision of ``titles`` through Special:Export into one dump file.
 
     Each batch is a POST ``pages=<titles, one per line>&curonly=1``; the header
     (``<mediawiki>`` + ``<siteinfo>``) of the first answer is kept and the
     ``<page>`` elements of every answer are concatenated, giving one well-formed export.
     """
+    batch = batch or EXPORT_BATCH
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / f"export-{content_id(export_url, titles)}.xml"
     if final.exists():

@@ -195,7 +195,8 @@ class LinkGraph:
             if len(d) == 0:
                 return {}
             q = np.percentile(d, [50, 90, 99])
-            return {"min": int(d.min()), "p50": float(q[0]), "p90": float(q[1]), "p99": float(q[2]),
+            return {"min": int(d.min()), "p50": round(float(q[0]), 2), "p90": round(float(q[1]), 2),
+                    "p99": round(float(q[2]), 2),
                     "max": int(d.max()), "mean": round(float(d.mean()), 3), "zero": int((d == 0).sum())}
 
         res = {"nodes": self.n_nodes, "edges": self.n_edges, "out_degree": dist(out_deg), "in_degree": dist(in_deg),
