@@ -36,9 +36,9 @@ err_console = Console(stderr=True)
 log = logging.getLogger("hopforge")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.", show_default=False)]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Data directory [default: run.out, 'data'].")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed [default: run.seed, 0].")]
-RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run id [default: derived from the config hash].")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Data directory (default: run.out, 'data').")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: run.seed, 0).")]
+RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: derived from the config hash).")]
 
 
 def settings(config: Path | None, out: Path | None = None, seed: int | None = None, run_id: str | None = None,
