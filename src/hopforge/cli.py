@@ -282,11 +282,11 @@ def questions(
     out: OutOpt = None,
     seed: SeedOpt = None,
     run_id: RunOpt = None,
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Questions to compose [default: synth.n_questions].")] = None,
-    hops_min: Annotated[int | None, typer.Option(help="Fewest hops per walk [default: synth.hops_min].")] = None,
-    hops_max: Annotated[int | None, typer.Option(help="Most hops per walk, up to 8 [default: synth.hops_max].")] = None,
-    composer: Annotated[str | None, typer.Option(help="template | llm [default: synth.composer].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes [default: synth.workers].")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Questions to compose (default: synth.n_questions).")] = None,
+    hops_min: Annotated[int | None, typer.Option(help="Fewest hops per walk (default: synth.hops_min).")] = None,
+    hops_max: Annotated[int | None, typer.Option(help="Most hops per walk, up to 8 (default: synth.hops_max).")] = None,
+    composer: Annotated[str | None, typer.Option(help="template | llm (default: synth.composer).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: synth.workers).")] = None,
 ) -> None:
     """Random walks over the link graph -> obfuscated multi-hop questions with checks (walks, questions, rejects)."""
     from hopforge.synth import run_questions
