@@ -6,7 +6,10 @@ engine process's CPU time (``time.process_time``: engine + HTTP client + environ
 writes) is measured apart from the server's. turns/s is bounded by that single-threaded Python
 server on a shared 2-core VM, not by the engine.
 
-    PYTHONPATH=src:. python benchmarks/rollouts.py [--quick] [--wiki OUT_WITH_ENWIKI_PAGES]
+    PYTHONPATH=src:. python benchmarks/rollouts.py [--quick] [--wiki OUT_WITH_ENWIKI_PAGES [--search-only]]
+
+``--wiki`` takes an OUT directory holding enwiki-233 ``pages`` (``hopforge ingest``, or
+tests/synth/realwiki.py's ``build_pages``).
 """
 
 from __future__ import annotations
@@ -90,9 +93,7 @@ def turn_cpu_profile(out: Path, url: str, env: Environment, turns: int) -> dict:
     def around(t: int) -> float:
         return statistics.median(per_turn[max(0, t - 5): t + 5])
 
-    body_kb = None
-    return {"turns": len(marks), "cpu_ms_turn_10": around(10), "cpu_ms_turn_300": around(min(300, len(per_turn) - 5)),
-            "body_kb": body_kb}
+    return {"turns": len(marks), "cpu_ms_turn_10": around(10), "cpu_ms_turn_300": around(min(300, len(per_turn) - 5))}
 
 
 def search_latency(env: Environment, n: int = 2000, seed: int = 0) -> dict:
@@ -114,6 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--wiki", type=Path, help="OUT directory holding enwiki-233 pages (for search latency)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--search-only", action="store_true", help="only the search latency (needs --wiki)")
     ap.add_argument("--turns", type=int, default=8)
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hopforge-bench-"))
@@ -125,6 +127,14 @@ def main() -> None:
     if a.wiki:
         wenv = Environment.from_tables(a.wiki)
         print("search on", a.wiki, search_latency(wenv))
+        t = time.perf_counter()
+        Environment.from_tables(a.wiki, cache=False)
+        print(f"index build (no cache): {time.perf_counter() - t:.2f}s")
+        t = time.perf_counter()
+        Environment.from_tables(a.wiki)
+        print(f"index load (cache): {time.perf_counter() - t:.2f}s")
+    if a.search_only:
+        return
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with ManagedServer(scripted_command(port, policy="loop", loop_turns=a.turns), url + "/health",
@@ -132,9 +142,12 @@ def main() -> None:
         levels = [(64, 256), (256, 512), (1024, 1024)] if not a.quick else [(64, 128), (256, 256)]
         for in_flight, n in levels:
             print(engine_run(out, url, env, in_flight=in_flight, trajectories=n, turns=a.turns))
+    # lean vs SDK: 256 trajectories x 3 turns, all 256 in flight at once, no shard writes.
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with ManagedServer(scripted_command(port, policy="loop", loop_turns=2), url + "/health", startup_timeout_s=60):
         for client in ("lean", "sdk"):
-            print(engine_run(out, url, env, in_flight=256, trajectories=256, turns=a.turns, client=client,
-                             write=False))
+            print(engine_run(out, url, env, in_flight=256, trajectories=256, turns=2, client=client, write=False))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with ManagedServer(scripted_command(port, policy="loop", loop_turns=320), url + "/health", startup_timeout_s=60):

@@ -46,13 +46,8 @@ def _stand_in(out: Path, dump: Path) -> None:
             ns = int(el.findtext(f"{ns_}ns") or 0)
             text = el.findtext(f"{ns_}revision/{ns_}text") or ""
             if ns == 0 and el.find(f"{ns_}redirect") is None and text:
-                code = mwparserfromhell.parse(text)
-                for t in code.filter_templates(recursive=False):
-                    try:
-                        code.remove(t)
-                    except ValueError:
-                        pass
-                plain = code.strip_code(normalize=True, collapse=True)
+                # strip_code drops templates, tags and markup, keeping link text.
+                plain = mwparserfromhell.parse(text).strip_code(normalize=True, collapse=True)
                 plain = re.sub(r"\n{3,}", "\n\n", "\n".join(x.strip() for x in plain.split("\n"))).strip()
                 rows.append({"page_id": int(el.findtext(f"{ns_}id") or len(rows)), "title": title, "ns": 0,
                              "text": plain, "lead": plain.split("\n\n")[0]})

@@ -189,3 +189,39 @@ def test_kill_9_loses_only_trajectories_in_flight(tmp_path: Path) -> None:
                         for c in ("trajectory_id", "turn_index")], strict=True))
     assert max(per.values()) == 1  # no turn written twice
     assert rows(out, "SELECT count(*) AS n FROM trajectories WHERE status = 'answered'")[0]["n"] == 40
+
+
+def test_managed_server_dying_mid_run_is_restarted_and_no_trajectory_fails(wiki: Path) -> None:
+    import asyncio
+    import socket
+
+    from hopforge.synth.environment import Environment
+    from hopforge.synth.launcher import ManagedServer, scripted_command
+    from hopforge.synth.protocol import ChatProtocol
+    from hopforge.synth.rollout import RolloutEngine, RolloutStats
+    from hopforge.synth.teacher import LeanTransport, Retry, Teacher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = ManagedServer(scripted_command(port, policy="loop", loop_turns=6, latency_ms=20), url + "/health",
+                           startup_timeout_s=30, max_restarts=2, poll_s=0.1)
+    cfg = rollout_cfg(wiki, url, **{"rollout.retries": 1})  # waiting for a restart must not burn retries
+    teacher = Teacher(LeanTransport(url, api_key=None, timeout_s=2, max_connections=4),
+                      ChatProtocol("scripted", max_tokens=32, temperature=0), backend="vllm", model="scripted",
+                      max_in_flight=4, retry=Retry(1, 0.01, 0.02), server=server)
+    stats = RolloutStats()
+
+    async def go() -> None:
+        async with teacher:
+            engine = RolloutEngine(cfg, teacher, Environment.from_tables(wiki), None, stats)
+            run = asyncio.create_task(engine.run([(f"q{i}", f"Question {i}?", 0) for i in range(24)]))
+            while stats.turns < 10:
+                await asyncio.sleep(0.01)
+            os.kill(server.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            await run
+
+    asyncio.run(go())
+    assert server.restarts == 1
+    assert stats.status == {"answered": 24} and stats.turns == 24 * 7
