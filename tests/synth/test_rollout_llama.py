@@ -28,7 +28,8 @@ def test_gemma_on_llama_cpp_plays_the_text_protocol_on_enwiki_233(tmp_path: Path
     if not ENWIKI_233.exists():
         pytest.skip(f"{ENWIKI_233} not found: the shared dumps live in ../shared/wiki")
     out = tmp_path / "out"
-    build_pages(out)
+    build_pages(out, titles={"Abraham Lincoln", "Andrew Jackson", "American Civil War", "Bill Clinton",
+                             "Barack Obama", "Abolitionism"})
     q = [{"question_id": "q-lincoln", "question": "In which state was Abraham Lincoln born?",
           "answer": "Kentucky", "answer_aliases": [], "path": ["Abraham Lincoln"], "hops": 1, "passed": True}]
     write_shard(out, "questions", pa.Table.from_pylist(q, schema=schema_for("questions")), run_id="slow")
