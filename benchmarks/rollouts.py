@@ -31,7 +31,7 @@ from hopforge.synth.environment import Environment
 from hopforge.synth.launcher import ManagedServer, scripted_command
 from hopforge.synth.rollout import RolloutEngine, RolloutStats, TrajectorySink
 from hopforge.synth.teacher import make_teacher
-from tests.synth.conftest import write_wiki
+from tests.synth.rollout_fixtures import write_wiki
 
 
 def free_port() -> int:

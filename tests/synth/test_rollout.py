@@ -16,7 +16,7 @@ import pytest
 from hopforge.storage import content_id, query_arrow, read_table
 from hopforge.synth.rollout import plan_rollouts, roll_out_batch, run_rollouts
 from hopforge.synth.scripted import FaultPlan, LoopPolicy, OraclePolicy, Reply, ScriptedServer, ScriptPolicy
-from tests.synth.conftest import QUESTIONS, rollout_cfg, write_wiki
+from tests.synth.rollout_fixtures import QUESTIONS, rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -162,7 +162,7 @@ def test_kill_9_loses_only_trajectories_in_flight(tmp_path: Path) -> None:
     with ScriptedServer(OraclePolicy(qs), latency_s=0.03) as server:
         over = {"rollout.max_in_flight": 4, "rollout.flush_every": 2}
         code = ("import sys; from hopforge.synth.rollout import run_rollouts; "
-                "from tests.synth.conftest import rollout_cfg; "
+                "from tests.synth.rollout_fixtures import rollout_cfg; "
                 f"run_rollouts(rollout_cfg(sys.argv[1], sys.argv[2], **{over!r}))")
         env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{SRC.parent}"}
         proc = subprocess.Popen([sys.executable, "-c", code, str(out), server.url], env=env,
