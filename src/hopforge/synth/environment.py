@@ -34,6 +34,8 @@ from hopforge.errors import StorageError
 from hopforge.storage import read_manifest, read_table
 
 log = logging.getLogger(__name__)
+# bm25s logs every index build at DEBUG through its own handler; keep it out of our CLI output.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 INDEX_VERSION = 1
 # bm25s' own default token pattern; queries are split with the same regex so
