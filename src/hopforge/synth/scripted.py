@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -147,7 +146,6 @@ class FaultPlan:
         return None
 
 
-_Q_CHAT_RE = re.compile(r"Question:\s*(.*)")
 
 
 def _chat_question(messages: list[dict[str, Any]]) -> tuple[str, int]:
