@@ -146,8 +146,6 @@ class FaultPlan:
         return None
 
 
-
-
 def _chat_question(messages: list[dict[str, Any]]) -> tuple[str, int]:
     question = next((m.get("content") or "" for m in messages if m.get("role") == "user"), "")
     turns = sum(1 for m in messages if m.get("role") == "assistant")
