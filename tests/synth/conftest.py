@@ -171,3 +171,14 @@ def enwiki233_graph(request) -> Path:
         cfg = load_config(None, {"run.out": str(out), "graph.dump": str(dump), "graph.workers": 1})
         graph_mod.run_ingest(cfg)
     return out
+
+
+# ---- rollout fixtures (invented wiki for the environment, teacher and engine tests)
+from tests.synth.rollout_fixtures import write_wiki  # noqa: E402
+
+
+@pytest.fixture
+def wiki(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    write_wiki(out)
+    return out
