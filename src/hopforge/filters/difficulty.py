@@ -48,14 +48,15 @@ def no_tool_solver(client: TextClient, max_tokens: int = 48, temperature: float 
 def trajectory_outcomes(trajectories: Iterable[dict[str, Any]], questions: dict[str, dict[str, Any]],
                         f1_threshold: float, k: int) -> dict[str, list[bool]]:
     """Correctness of the first ``k`` rollout attempts per question (the with-tools solve attempts)."""
-    by_q: dict[str, list[tuple[int, bool]]] = {}
+    by_q: dict[str, list[tuple[int, str, bool]]] = {}
     for t in trajectories:
         q = questions.get(t["question_id"])
         if q is None:
             continue
         ok = t.get("status") == "answered" and is_correct(t.get("final_answer") or "", q, f1_threshold)
-        by_q.setdefault(t["question_id"], []).append((t.get("attempt") or 0, ok))
-    return {qid: [ok for _, ok in sorted(v)[:k]] for qid, v in by_q.items()}
+        by_q.setdefault(t["question_id"], []).append((t.get("attempt") or 0, t["trajectory_id"], ok))
+    # Order by attempt (then id, for ties), never by outcome, so the first k are not cherry-picked.
+    return {qid: [ok for *_, ok in sorted(v, key=lambda x: x[:2])[:k]] for qid, v in by_q.items()}
 
 
 async def calibrate(

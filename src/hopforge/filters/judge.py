@@ -2,7 +2,7 @@
 
 Cost is one request per window of ``window`` assistant turns of a trajectory,
 not one per turn: the prompt shows the question, its reference answer and path,
-the transcript up to the window's last turn (turns truncated to keep the prompt
+the transcript up to the window's last call and its observation (turns truncated to keep the prompt
 small), and asks for one JSON object per assistant turn of the window.
 
 Parsing is strict: a JSON array whose turn numbers are exactly the window's
@@ -75,9 +75,11 @@ def windows(episode: Episode, window: int) -> list[list[int]]:
 
 def judge_prompt(episode: Episode, turns: Sequence[int], chars: int = 400) -> str:
     q = episode.question or {}
-    last = turns[-1]
+    # Show the window's last call together with its observation: a call is judged by what it found.
+    end = next((t["turn_index"] for t in episode.turns
+                if t.get("role") == "assistant" and t["turn_index"] > turns[-1]), None)
     transcript = "\n".join(_render_turn(t, chars) for t in episode.turns
-                           if t.get("role") != "system" and t["turn_index"] <= last)
+                           if t.get("role") != "system" and (end is None or t["turn_index"] < end))
     return JUDGE_PROMPT.format(question=q.get("question"), answer=q.get("answer"),
                                path=" -> ".join(q.get("path") or []), transcript=transcript,
                                turns=", ".join(f"T{i}" for i in turns))
