@@ -22,3 +22,11 @@ def test_match_against_alias_and_best_reference():
     m = match_answer("the river Danube", "Danube", ["Danube River"])
     assert not m.exact and m.f1 == 1.0 and m.matched == "Danube River"  # bag of tokens: order-free
     assert not match_answer("Rhine", "Danube", ["Donau"]).exact
+
+
+def test_ascii_fast_path_equals_unicode_path():
+    from hopforge.filters.answers import _normalize_unicode
+
+    for code in range(128):
+        text = f"Xo{chr(code)}The yZ"
+        assert normalize_answer(text) == _normalize_unicode(text), repr(chr(code))
