@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 import orjson
@@ -105,15 +106,12 @@ def test_decontamination_and_difficulty_steps(out, tmp_path):
     assert report["difficulty"] == {"calibrated": 3, "already_calibrated": 0}
 
 
-def test_llm_judge_without_teacher_module_is_a_config_error(out):
+def test_llm_judge_without_teacher_module_is_a_config_error(out, monkeypatch):
     dataset(out)
-    try:
-        import hopforge.synth.teacher  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="filters.llm_judge needs the teacher client"):
-            run_filters(cfg_for(out, **{"filters.llm_judge": True}))
-    else:
-        pytest.skip("the rollout branch's teacher is present; covered by its integration test")
+    monkeypatch.setitem(sys.modules, "hopforge.synth.teacher", None)  # a build without the rollout stage
+    with pytest.raises(ConfigError, match="filters.llm_judge needs the teacher client"):
+        run_filters(cfg_for(out, **{"filters.llm_judge": True}))
+    assert read_table(out, "kept").num_rows == 0  # failed before writing anything
 
 
 def test_run_labels_rules_then_judge_and_catalog_view(out):
