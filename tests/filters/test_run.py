@@ -105,6 +105,32 @@ def test_decontamination_and_difficulty_steps(out, tmp_path):
     assert [s["step"] for s in report["steps"]][:3] == ["decontaminate", "near_duplicate_question", "difficulty"]
     assert report["difficulty"] == {"calibrated": 3, "already_calibrated": 0}
 
+    async def must_not_run(q, attempt):
+        raise AssertionError("questions already calibrated must not be asked again")
+
+    again = run_filters(cfg_for(out, **{"filters.decontaminate": str(bench), "filters.decontam_ngram": 8,
+                                         "filters.difficulty_k": 2}), solver=must_not_run)
+    assert again["difficulty"] == {"calibrated": 0, "already_calibrated": 3}
+    assert read_table(out, "difficulty").num_rows == 3
+
+
+def test_crash_mid_run_loses_no_decision_and_resume_completes(out, monkeypatch):
+    from hopforge.filters.correctness import AnswerFilter
+
+    dataset(out)
+    real = AnswerFilter.filter
+    monkeypatch.setattr(AnswerFilter, "filter", lambda self, ep: (_ for _ in ()).throw(RuntimeError("judge bug")))
+    with pytest.raises(RuntimeError, match="judge bug"):
+        run_filters(cfg_for(out))
+    # Rejections made before the crash were flushed; nothing reached kept.
+    early = {r["row_id"] for r in read_table(out, "rejects").to_pylist()}
+    assert early == {"on-dup-q", "loop", "lazy", "unfinished", "unparseable"}
+    monkeypatch.setattr(AnswerFilter, "filter", real)
+    resumed = run_filters(cfg_for(out))
+    assert resumed["skipped_already_decided"] == 5 and resumed["in"] == 5
+    assert {r["trajectory_id"] for r in read_table(out, "kept").to_pylist()} == {"good", "alias", "other-q"}
+    assert read_table(out, "rejects").num_rows == 7
+
 
 def test_llm_judge_without_teacher_module_is_a_config_error(out, monkeypatch):
     dataset(out)
