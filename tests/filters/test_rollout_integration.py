@@ -122,3 +122,15 @@ def test_run_labels_with_configured_teacher_falls_back_on_prose(oracle_run):
     rationales = {r["judge_rationale"] for r in read_table(out, "turn_labels").to_pylist()
                   if r["judge_rationale"]}
     assert len(rationales) == 1 and rationales.pop().startswith("judge_fallback: ModelOutputError: not a JSON array")
+
+
+def test_difficulty_calibration_with_the_configured_teacher(oracle_run):
+    # Closed-book, the oracle cannot answer (the prompt is not one of its questions); with tools it did.
+    out, cfg = oracle_run
+    cfg.filters.difficulty_k = 2
+    report = run_filters(cfg)
+    assert report["difficulty"] == {"calibrated": 3, "already_calibrated": 0}
+    diff = {r["question_id"]: r for r in read_table(out, "difficulty").to_pylist()}
+    assert diff["q-river"]["solve_rate_no_tools"] == 0.0 and diff["q-river"]["solve_rate_tools"] == 1.0
+    assert diff["q-river"]["teacher_model"] == "scripted" and diff["q-river"]["k"] == 2
+    assert report["kept"] == 2  # the calibration cut keeps both answered multi-hop questions

@@ -168,3 +168,10 @@ def test_run_labels_with_judge_batches_per_window(out):
     stats = run_labels(cfg_for(out, **{"filters.label_judge": True, "filters.judge_window": 3}), judge=teacher)
     assert stats["judge_requests"] == len(teacher.requests) == 6  # 3 trajectories x ceil(4 / 3) windows
     assert stats["judge_labels"] == {"essential": 12} and stats["judge_fallback_windows"] == 0
+
+
+def test_empty_dataset_gives_an_empty_funnel(out):
+    report = run_filters(cfg_for(out))
+    assert report["in"] == report["kept"] == report["rejected"] == 0
+    assert all(s["in"] == 0 for s in report["steps"])
+    assert run_labels(cfg_for(out))["trajectories"] == 0
