@@ -32,7 +32,9 @@ def dataset(out: Path) -> None:
                       ("answer", "Jane Doe")], tid="other-q", q=q2),
         make_episode(GOOD_ACTIONS, tid="on-dup-q", q=q_dup),
     ]
-    write_dataset(out, [question(), q2, q_dup], eps, turns_per_shard=25)
+    # q0 duplicates q1 and sorts first, but has no trajectory: it must not shadow q1.
+    q_unused = question("q0", question=question()["question"])
+    write_dataset(out, [q_unused, question(), q2, q_dup], eps, turns_per_shard=25)
 
 
 def cfg_for(out: Path, **overrides):

@@ -118,7 +118,10 @@ async def _calibrate(cfg: Config, questions: dict[str, dict[str, Any]], client: 
 async def _run_filters(cfg: Config, judge: TextClient | None, solver: Solver | None) -> dict[str, Any]:
     started = time.monotonic()
     out, f = Path(cfg.run.out), cfg.filters
-    questions = load_questions(out)
+    # Only questions that have trajectories matter: a question without any (e.g. one that failed the
+    # synth checks) must neither shadow a near-duplicate that has data nor cost calibration requests.
+    rolled_out = set(read_table(out, "trajectories", columns=["question_id"]).column("question_id").to_pylist())
+    questions = {qid: q for qid, q in load_questions(out).items() if qid in rolled_out}
     decided = decided_trajectories(out)
     kept_table = read_table(out, "kept", columns=["question_id", "action_hash", "trajectory_id"]).to_pylist()
     seen = {r["action_hash"]: r["trajectory_id"] for r in kept_table if r["action_hash"]}
