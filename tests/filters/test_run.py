@@ -172,6 +172,25 @@ def test_run_labels_with_judge_batches_per_window(out):
     assert stats["judge_labels"] == {"essential": 12} and stats["judge_fallback_windows"] == 0
 
 
+def test_labels_with_another_config_relabel_everything_and_the_view_follows(out):
+    dataset(out)
+    run_filters(cfg_for(out))
+    run_labels(cfg_for(out))  # rules-v1 under the default run id
+    judged = cfg_for(out, **{"filters.label_judge": True})
+    assert judged.run_id != cfg_for(out).run_id
+
+    def reply(prompt):
+        line = prompt.rsplit("Label every assistant turn among ", 1)[1].split(":", 1)[0]
+        return orjson.dumps([{"turn": int(t.strip()[1:]), "label": "harmful", "rationale": "bad"}
+                             for t in line.split(",")]).decode()
+
+    stats = run_labels(judged, judge=FakeTeacher(reply))
+    assert stats["trajectories"] == 3 and stats["skipped_already_labelled"] == 0
+    rows = query_arrow(out, "SELECT DISTINCT label_policy, loss_weight FROM turns "
+                            "WHERE trajectory_id = 'good' AND role = 'assistant'").to_pylist()
+    assert rows == [{"label_policy": "judge-v1", "loss_weight": 0.0}]  # the latest labelling run
+
+
 def test_empty_dataset_gives_an_empty_funnel(out):
     report = run_filters(cfg_for(out))
     assert report["in"] == report["kept"] == report["rejected"] == 0

@@ -1,8 +1,8 @@
 """Stage entry points: ``run_filters(cfg)`` (kept / rejects / difficulty + funnel) and ``run_labels(cfg)``.
 
 Both are idempotent: a trajectory already decided (in ``kept`` or in ``rejects``
-with stage "filter") is not filtered again, and a kept trajectory already in
-``turn_labels`` is not labelled again. Each invocation saves its report as JSON
+with stage "filter", any run) is not filtered again, and a kept trajectory already
+labelled by this run is not labelled again. Each invocation saves its report as JSON
 under ``OUT/reports/`` and returns it.
 """
 
@@ -179,7 +179,10 @@ def run_filters(cfg: Config, *, judge: TextClient | None = None, solver: Solver 
 async def _run_labels(cfg: Config, judge: TextClient | None, chunk: int) -> dict[str, Any]:
     started = time.monotonic()
     out, f = Path(cfg.run.out), cfg.filters
-    labelled = existing_ids(out, "turn_labels", "trajectory_id")
+    # Scoped to this run: the catalog's `turns` view reads only the latest labelling run, so a run
+    # with another config (another run id, e.g. judge on) must label every kept trajectory itself.
+    labelled = set(read_table(out, "turn_labels", run=cfg.run_id, columns=["trajectory_id"])
+                   .column("trajectory_id").to_pylist())
     todo = existing_ids(out, "kept", "trajectory_id") - labelled
     stats: dict[str, Any] = {"stage": "label", "run_id": cfg.run_id, "skipped_already_labelled": len(labelled),
                              "trajectories": 0, "turns": 0, "assistant_turns": 0}
