@@ -7,7 +7,7 @@ import pytest
 from trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode, question, write_dataset
 
 from hopforge.config import load_config
-from hopforge.errors import ConfigError
+from hopforge.errors import ConfigError, TeacherError
 from hopforge.filters import run_filters, run_labels
 from hopforge.storage import query_arrow, read_table
 
@@ -196,3 +196,19 @@ def test_empty_dataset_gives_an_empty_funnel(out):
     assert report["in"] == report["kept"] == report["rejected"] == 0
     assert all(s["in"] == 0 for s in report["steps"])
     assert run_labels(cfg_for(out))["trajectories"] == 0
+
+
+def test_unreachable_answer_judge_stops_without_rejecting_and_resume_finishes(out):
+    dataset(out)
+
+    def down(prompt):
+        raise ConnectionError("connection refused")
+
+    with pytest.raises(TeacherError, match="answer judge request failed for trajectory wrong"):
+        run_filters(cfg_for(out, **{"filters.llm_judge": True}), judge=FakeTeacher(down))
+    assert "wrong" not in {r["row_id"] for r in read_table(out, "rejects").to_pylist()}
+    up = FakeTeacher(lambda p: '{"verdict": "incorrect", "rationale": "The Rhine is another river."}')
+    report = run_filters(cfg_for(out, **{"filters.llm_judge": True}), judge=up)
+    assert report["answer_judge_requests"] == 1 and len(up.requests) == 1
+    wrong = next(r for r in read_table(out, "rejects").to_pylist() if r["row_id"] == "wrong")
+    assert wrong["reason"] == "answer_mismatch" and "judge incorrect: The Rhine is another river." in wrong["detail"]
