@@ -4,7 +4,7 @@ import orjson
 import pytest
 from trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode
 
-from hopforge.errors import ModelOutputError
+from hopforge.errors import ModelOutputError, TeacherError
 from hopforge.filters.judge import TurnJudge, judge_prompt, parse_judge_output, windows
 from hopforge.filters.labels import RULES_POLICY
 
@@ -60,7 +60,15 @@ def test_malformed_window_falls_back_to_rules_and_says_so():
     assert rows[8]["judge_label"] == "essential"
 
 
-def test_failed_request_falls_back():
+def test_dead_teacher_stops_instead_of_silently_rule_labelling():
+    def dead(prompt):
+        raise TeacherError("teacher unreachable (gave up after 4 retries)")
+
+    with pytest.raises(TeacherError):
+        asyncio.run(TurnJudge(FakeTeacher(dead), window=20).label(make_episode()))
+
+
+def test_unexpected_client_error_falls_back():
     def boom(prompt):
         raise ConnectionError("teacher down")
 

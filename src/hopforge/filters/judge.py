@@ -7,8 +7,10 @@ small), and asks for one JSON object per assistant turn of the window.
 
 Parsing is strict: a JSON array whose turn numbers are exactly the window's
 assistant turns, each with a known label and a non-empty rationale. Anything
-else (prose, a missing or extra turn, an unknown label, a failed request) makes
-the whole window fall back to the rule policy, and ``judge_rationale`` says why.
+else (prose, a missing or extra turn, an unknown label, an unexpected client
+error) makes the whole window fall back to the rule policy, and
+``judge_rationale`` says why. A :class:`TeacherError` (the client gave up after
+its retries) stops the run instead: labels written so far stay, a re-run resumes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from hopforge.errors import ModelOutputError
+from hopforge.errors import ModelOutputError, TeacherError
 from hopforge.filters.correctness import TextClient
 from hopforge.filters.episode import Episode
 from hopforge.filters.labels import (
@@ -150,7 +152,9 @@ class TurnJudge:
                     [{"role": "user", "content": judge_prompt(episode, turns, self.turn_chars)}],
                     max_tokens=self.max_tokens, temperature=0.0)
                 verdicts = parse_judge_output(text, turns)
-            except Exception as e:  # noqa: BLE001 - any failure of the judge means: use the rules
+            except TeacherError:
+                raise  # the client gave up after its retries: stop rather than rule-label everything
+            except Exception as e:  # noqa: BLE001 - any other failure of the judge means: use the rules
                 self.fallback_windows += 1
                 why = f"judge_fallback: {type(e).__name__}: {e}"[:300]
                 for i in turns:
