@@ -9,6 +9,7 @@ The format writers in :mod:`hopforge.storage.export` only change the layout.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -77,7 +78,9 @@ class ToolCall:
 
     @property
     def arguments_json(self) -> str:
-        return orjson.dumps(self.arguments, option=orjson.OPT_SORT_KEYS).decode()
+        # json.dumps defaults, in the rollout's argument order: exactly what transformers' `tojson`
+        # prints for a dict, so a template renders the same text whether it gets a string or a dict.
+        return json.dumps(self.arguments, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -238,8 +241,14 @@ def window_conversation(conv: Conversation, window_turns: int | None) -> list[Co
     bounds = list(zip(cuts, cuts[1:] + [len(body)], strict=True))
     out = []
     for w, (lo, hi) in enumerate(bounds):
+        chunk = body[lo:hi]
+        if w < len(bounds) - 1:
+            # A context summary right at the cut describes the next window's state: it opens that
+            # window (below) instead of trailing this one as a message nothing answers.
+            while chunk and chunk[-1].context_action == "summarized" and chunk[-1].role != "assistant":
+                chunk = chunk[:-1]
         if w == 0:
-            out.append(replace(conv, messages=prefix + body[lo:hi], window=0, n_windows=len(bounds)))
+            out.append(replace(conv, messages=prefix + chunk, window=0, n_windows=len(bounds)))
             continue
         prior = body[:lo]
         summarised = [m for m in prior if m.context_action == "summarized" and m.role != "assistant" and m.content]
@@ -256,6 +265,6 @@ def window_conversation(conv: Conversation, window_turns: int | None) -> list[Co
             state, source = deterministic_summary(prior), "deterministic"
         user = prefix[-1]
         opened = replace(user, content=f"{user.content}\n\n{state}", loss_weight=0.0, turn_index=None)
-        out.append(replace(conv, messages=prefix[:-1] + [opened] + body[lo:hi], window=w, n_windows=len(bounds),
+        out.append(replace(conv, messages=prefix[:-1] + [opened] + chunk, window=w, n_windows=len(bounds),
                            summary_source=source))
     return out
