@@ -484,3 +484,81 @@ def test_cli_export_writes_dataset_and_card(run_dir, tmp_path):
     assert manifest["format"] == "sharegpt" and manifest["windowing"]["window_turns"] == 3
     res = CliRunner().invoke(app, ["export", "--out", str(out), "--dest", str(dest)])
     assert res.exit_code != 0 and isinstance(res.exception, StorageError)
+
+
+# ---------------------------------------------------------------- real rollout output (rollout + filters stages)
+
+
+def _real_run(tmp_path: Path, policy: Any, faults: Any = None, **over: Any):
+    from hopforge.synth.rollout import run_rollouts
+    from hopforge.synth.scripted import ScriptedServer
+    from tests.synth.conftest import rollout_cfg, write_wiki
+
+    out = tmp_path / "out"
+    write_wiki(out)
+    with ScriptedServer(policy, faults=faults) as server:
+        cfg = rollout_cfg(out, server.url, **over)
+        run_rollouts(cfg)
+    return cfg, out
+
+
+@pytest.mark.parametrize("protocol", ["chat", "text"])
+def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, protocol):
+    from hopforge.filters import run_filters, run_labels
+    from hopforge.storage import query_arrow
+    from hopforge.synth.scripted import FaultPlan, OraclePolicy
+    from tests.synth.conftest import QUESTIONS as ROLLOUT_QUESTIONS
+
+    cfg, out = _real_run(tmp_path, OraclePolicy(ROLLOUT_QUESTIONS), FaultPlan(schedule={3: "garbage"}),
+                         **{"teacher.protocol": protocol, "rollout.retries": 4})
+    run_filters(cfg)
+    run_labels(cfg)
+    kept = {r["trajectory_id"] for r in query_arrow(out, "SELECT trajectory_id FROM kept").to_pylist()}
+    assert kept
+    manifest = export_dataset(cfg, "trl", tmp_path / "trl", include_rejected=True)
+    rows = _rows(_load(tmp_path / "trl", manifest))
+    src = query_arrow(out, "SELECT trajectory_id, turn_index, role, tool_call_id, tool_name, parse_error, "
+                           "loss_weight FROM turns ORDER BY trajectory_id, turn_index").to_pylist()
+    assert len(rows) == len({t["trajectory_id"] for t in src})
+    parse_errors = 0
+    for row in rows:
+        tools = _check_trl_conversational(row)  # every tool message answers a call made before it
+        _apply_chat_template(row["messages"], tools)
+        turns = [t for t in src if t["trajectory_id"] == row["trajectory_id"]]
+        assert len(turns) == len(row["messages"])
+        for m, t in zip(row["messages"], turns, strict=True):
+            if t["role"] == "assistant":
+                # labelled (kept) trajectories carry the label stage's weights; others the default
+                want = t["loss_weight"] if t["loss_weight"] is not None else 1.0
+                assert m["loss_weight"] == pytest.approx(want)
+                assert bool(m["tool_calls"]) == (t["tool_name"] is not None)
+            else:
+                assert m["loss_weight"] == 0.0
+        for i, t in enumerate(turns):
+            if t["parse_error"] and i + 1 < len(turns):
+                parse_errors += 1
+                # the rejected call's error message is sent back as a user turn, not an orphan tool result
+                assert row["messages"][i + 1]["role"] == "user" and turns[i + 1]["role"] in {"tool", "user"}
+    assert parse_errors >= 1
+
+
+def test_real_long_horizon_rollout_windows_start_where_the_teacher_summarized(tmp_path):
+    from hopforge.storage import query_arrow
+    from hopforge.synth.scripted import LoopPolicy
+
+    cfg, out = _real_run(tmp_path, LoopPolicy(10_000, titles=["Long page"]),
+                         **{"teacher.context_tokens": 3000, "teacher.max_tokens": 64, "rollout.max_turns": 30,
+                            "export.window_turns": 8})
+    summarized = query_arrow(out, "SELECT trajectory_id, tool_call_id FROM turns WHERE role = 'assistant' "
+                                  "AND context_action = 'summarized'").to_pylist()
+    assert summarized, "the rollout did not summarise its context; the fixture needs a longer horizon"
+    manifest = export_dataset(cfg, "trl", tmp_path / "w", include_rejected=True)  # turn_limit: not kept
+    rows = _rows(_load(tmp_path / "w", manifest))
+    first_call = {(r["trajectory_id"], r["window"]): next(m for m in r["messages"] if m["role"] == "assistant")
+                  ["tool_calls"][0]["id"] for r in rows}
+    for s in summarized:
+        assert (s["trajectory_id"], s["tool_call_id"]) in {(k[0], v) for k, v in first_call.items() if k[1] > 0}
+    for r in rows:
+        assert sum(m["role"] == "assistant" for m in r["messages"]) <= 8
+        _check_trl_conversational(r)
+    assert manifest["counts"]["windows"]["context_summary"] >= len(summarized)

@@ -240,8 +240,8 @@ def _limitations(cfg: Config, stats: dict, manifest: dict, n_samples: int) -> li
     if weak:
         kept_rate = funnel["kept"] / funnel["trajectories"] if funnel["trajectories"] else 0.0
         notes.append(
-            f"The teacher is a small model ({', '.join(sorted({t['model'] for t in weak}))} on the "
-            f"{'/'.join(sorted({t['backend'] for t in weak}))} backend): it is a weak search agent, its trajectories "
+            f"The teacher is a small model ({', '.join(sorted({str(t['model']) for t in weak}))} on the "
+            f"{'/'.join(sorted({str(t['backend']) for t in weak}))} backend): it is a weak search agent, its trajectories "
             f"are short and often wrong ({kept_rate:.0%} of trajectories passed the filters). Use a stronger teacher "
             "(vLLM backend) for data meant to train a student.")
     if any(c["composer"] == "template" for c in stats["composers"]):
@@ -299,7 +299,7 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
     plots = draw_plots(stats, dest / "plots")
     samples = manifest["counts"]["samples"]
     n_samples = sum(samples.values())
-    sources = stats["sources"]
+    sources = [{**s, "source": s["source"] or "unknown dump"} for s in stats["sources"]]
     languages = sorted({lang for s in sources if (lang := dump_language(s["source"] or ""))}) or ["en"]
     latest = max((s["latest_revision"] for s in sources if s["latest_revision"]), default=None)
     context = {
@@ -325,7 +325,7 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
         "examples": _examples(stats),
         "tokens": stats["tokens"][0] if stats["tokens"] else {},
         "solve": stats["solve"][0] if stats["solve"] and stats["solve"][0]["questions"] else None,
-        "pretty_name": f"hopforge multi-hop search trajectories ({', '.join(s['source'] for s in sources) or 'n/a'})",
+        "pretty_name": f"hopforge multi-hop search trajectories ({', '.join(s['source'] for s in sources) or 'no pages'})",
     }
     env = Environment(
         loader=FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
