@@ -540,6 +540,11 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
                 # the rejected call's error message is sent back as a user turn, not an orphan tool result
                 assert row["messages"][i + 1]["role"] == "user" and turns[i + 1]["role"] in {"tool", "user"}
     assert parse_errors >= 1
+    from hopforge.storage.card import render_card
+
+    card = render_card(cfg, tmp_path / "trl").read_text()
+    assert "trajectories come from the scripted test teacher" in card
+    assert f"| kept | {len(kept)} |" in card
 
 
 def test_real_long_horizon_rollout_windows_start_where_the_teacher_summarized(tmp_path):

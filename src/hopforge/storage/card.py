@@ -241,9 +241,14 @@ def _limitations(cfg: Config, stats: dict, manifest: dict, n_samples: int) -> li
         kept_rate = funnel["kept"] / funnel["trajectories"] if funnel["trajectories"] else 0.0
         notes.append(
             f"The teacher is a small model ({', '.join(sorted({str(t['model']) for t in weak}))} on the "
-            f"{'/'.join(sorted({str(t['backend']) for t in weak}))} backend): it is a weak search agent, its trajectories "
+            f"{'/'.join(sorted({str(t['backend']) for t in weak}))} backend): it is a weak search agent, "
+            "its trajectories "
             f"are short and often wrong ({kept_rate:.0%} of trajectories passed the filters). Use a stronger teacher "
             "(vLLM backend) for data meant to train a student.")
+    scripted = sum(t["trajectories"] for t in teachers if t["backend"] == "scripted")
+    if scripted:
+        notes.append(f"{scripted} trajectories come from the scripted test teacher (a replayed oracle, not a "
+                     "model): they exercise the pipeline and are not training data.")
     if any(c["composer"] == "template" for c in stats["composers"]):
         notes.append("Questions are composed from templates over link sentences: phrasing is repetitive and some "
                      "questions read unnaturally.")
@@ -325,7 +330,8 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
         "examples": _examples(stats),
         "tokens": stats["tokens"][0] if stats["tokens"] else {},
         "solve": stats["solve"][0] if stats["solve"] and stats["solve"][0]["questions"] else None,
-        "pretty_name": f"hopforge multi-hop search trajectories ({', '.join(s['source'] for s in sources) or 'no pages'})",
+        "pretty_name": "hopforge multi-hop search trajectories "
+                       f"({', '.join(s['source'] for s in sources) or 'no pages'})",
     }
     env = Environment(
         loader=FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
@@ -340,7 +346,8 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
     try:
         template = env.get_template(TEMPLATE_NAME)
     except Exception as e:  # jinja2.TemplateNotFound and syntax errors: name the file
-        raise StorageError(f"cannot load card template {TEMPLATE_NAME} from {template_dir or TEMPLATE_DIR}: {e}") from None
+        where = template_dir or TEMPLATE_DIR
+        raise StorageError(f"cannot load card template {TEMPLATE_NAME} from {where}: {e}") from None
     text = template.render(**context)
     path = dest / "README.md"
     path.write_text(text, encoding="utf-8")

@@ -116,7 +116,9 @@ def _clean_args(args: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
 
-def messages_from_turns(turns: Sequence[Mapping[str, Any]], *, default_weight: float = 1.0) -> tuple[list[Message], int]:
+def messages_from_turns(
+    turns: Sequence[Mapping[str, Any]], *, default_weight: float = 1.0
+) -> tuple[list[Message], int]:
     """Build messages from one trajectory's turn rows (any order; sorted by ``turn_index``).
 
     Returns the messages and how many assistant turns had no label (they get
