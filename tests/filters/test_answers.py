@@ -8,6 +8,8 @@ def test_normalize_folds_case_punctuation_articles_whitespace_unicode():
     assert normalize_answer("ｆｕｌｌ　ｗｉｄｔｈ") == "full width"  # NFKD compatibility forms
     assert normalize_answer("an apple a day") == "apple day"
     assert normalize_answer(None) == ""
+    assert normalize_answer("1,234,567") == normalize_answer("1 234 567") == "1234567"
+    assert normalize_answer("12, 345") == "12 345"  # a list, not a grouped number
 
 
 def test_token_f1_partial_overlap():

@@ -89,3 +89,15 @@ def test_parse_judge_output_accepts_fenced_json_and_prompt_shows_window():
     prompt = judge_prompt(make_episode(GOOD_ACTIONS), [2, 4])
     assert "T3 [tool] 1. Zorblax" in prompt and "T5 [tool]" in prompt and "T6" not in prompt
     assert "Zorblax -> Austria -> Vienna -> Danube" in prompt
+
+
+def test_prompt_cuts_context_before_the_window():
+    long_obs = "Vienna lies on the Danube. " * 40  # ~1,000 characters
+    ep = make_episode([("search", f"query {i}", f"{i} {long_obs}") for i in range(6)] + [("answer", "Danube")])
+    prompt = judge_prompt(ep, [10, 12], context_turns=4)
+    transcript = prompt.split("Transcript (T<n> = turn n; long turns are cut):\n", 1)[1].split("\n\nLabel", 1)[0]
+    lines = transcript.splitlines()
+    assert lines[0] == "(… 5 earlier turns omitted)"  # user + T2..T9 = 9 turns before T10, 4 kept
+    assert [ln.split(" ", 1)[0] for ln in lines[1:]] == ["T6", "T7", "T8", "T9", "T10", "T11", "T12", "T13"]
+    assert max(len(ln) for ln in lines[1:5]) <= len("T9 [tool] ") + 120
+    assert len(lines[6]) > 300  # the window's own observations keep 400 characters

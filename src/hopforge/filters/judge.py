@@ -73,15 +73,26 @@ def windows(episode: Episode, window: int) -> list[list[int]]:
     return [idx[i : i + window] for i in range(0, len(idx), window)]
 
 
-def judge_prompt(episode: Episode, turns: Sequence[int], chars: int = 400) -> str:
+def judge_prompt(episode: Episode, turns: Sequence[int], chars: int = 400, context_chars: int = 120,
+                 context_turns: int = 40) -> str:
+    """The prompt for one window. Turns before the window are context only: they are cut to
+    ``context_chars`` and at most the last ``context_turns`` are shown, so late windows of a long
+    trajectory still fit a small teacher's context."""
     q = episode.question or {}
     # Show the window's last call together with its observation: a call is judged by what it found.
     end = next((t["turn_index"] for t in episode.turns
                 if t.get("role") == "assistant" and t["turn_index"] > turns[-1]), None)
-    transcript = "\n".join(_render_turn(t, chars) for t in episode.turns
-                           if t.get("role") != "system" and (end is None or t["turn_index"] < end))
+    shown = [t for t in episode.turns if t.get("role") != "system" and (end is None or t["turn_index"] < end)]
+    before = [t for t in shown if t["turn_index"] < turns[0]]
+    inside = [t for t in shown if t["turn_index"] >= turns[0]]
+    lines = []
+    if len(before) > context_turns:
+        lines.append(f"(… {len(before) - context_turns} earlier turns omitted)")
+        before = before[-context_turns:]
+    lines += [_render_turn(t, context_chars) for t in before]
+    lines += [_render_turn(t, chars) for t in inside]
     return JUDGE_PROMPT.format(question=q.get("question"), answer=q.get("answer"),
-                               path=" -> ".join(q.get("path") or []), transcript=transcript,
+                               path=" -> ".join(q.get("path") or []), transcript="\n".join(lines),
                                turns=", ".join(f"T{i}" for i in turns))
 
 
