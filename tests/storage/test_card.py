@@ -91,9 +91,9 @@ def test_card_numbers_match_hopforge_sql(exported):
     assert tools == {r["tool_name"]: r["n"] for r in want} == {"search": 6, "visit": 6, "answer": 4}
 
     labels = {r[0]: int(r[1]) for r in _table(text, "| label | turns |")}
-    want = _sql(out, "SELECT judge_label, count(*) AS n FROM turns JOIN kept USING (trajectory_id) "
-                     "WHERE role = 'assistant' GROUP BY judge_label")
-    assert labels == {(r["judge_label"] or "(unlabelled)"): r["n"] for r in want}
+    want = _sql(out, "SELECT judge_label, loss_weight IS NULL AS unlabelled, count(*) AS n FROM turns "
+                     "JOIN kept USING (trajectory_id) WHERE role = 'assistant' GROUP BY ALL")
+    assert labels == {("(unlabelled)" if r["unlabelled"] else r["judge_label"] or "(rules only)"): r["n"] for r in want}
     assert labels == {"essential": 12, "harmful": 1, "(unlabelled)": 3}
 
     (tok,) = _table(text, "| trajectories | total |")

@@ -545,6 +545,8 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
     card = render_card(cfg, tmp_path / "trl").read_text()
     assert "trajectories come from the scripted test teacher" in card
     assert f"| kept | {len(kept)} |" in card
+    # rule labels without a judge are labels: the card must not call those turns unlabelled
+    assert "| (rules only) |" in card and "(unlabelled)" not in card and "no turn label" not in card
 
 
 def test_real_long_horizon_rollout_windows_start_where_the_teacher_summarized(tmp_path):

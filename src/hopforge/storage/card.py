@@ -79,7 +79,8 @@ CARD_QUERIES: dict[str, str] = {
         FROM trajectories WHERE {_KEPT}""",
     "token_values": f"SELECT tokens_in + tokens_out AS tokens FROM trajectories WHERE {_KEPT}",
     "labels": f"""
-        SELECT coalesce(judge_label, '(unlabelled)') AS label, count(*) AS turns,
+        SELECT CASE WHEN loss_weight IS NULL THEN '(unlabelled)' ELSE coalesce(judge_label, '(rules only)') END
+                   AS label, count(*) AS turns,
                round(avg(loss_weight), 3) AS mean_weight
         FROM turns WHERE role = 'assistant' AND {_KEPT}
         GROUP BY 1 ORDER BY turns DESC, label""",

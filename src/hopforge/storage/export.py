@@ -294,7 +294,8 @@ class _SplitWriter:
 
 def _source_runs(out: Path) -> dict[str, Any]:
     runs, hashes = {}, set()
-    for table in ("walks", "questions", "trajectories", "turns", "turn_labels", "kept", "rejects", "difficulty"):
+    for table in ("pages", "links", "walks", "questions", "trajectories", "turns", "turn_labels", "kept", "rejects",
+                  "difficulty"):
         entries = read_manifest(out, table)
         if entries:
             runs[table] = sorted({e.run for e in entries})
