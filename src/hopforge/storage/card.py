@@ -173,6 +173,11 @@ def _plot_bar(path: Path, labels: list[str], values: list[float], title: str, xl
         ax.set_ylabel(ylabel)
         for i, v in enumerate(values):
             ax.annotate(f"{v:g}", (i, v), ha="center", va="bottom", fontsize=8)
+        if len(labels) > 4 or max((len(str(x)) for x in labels), default=0) > 12:
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+            for lab in ax.get_xticklabels():
+                lab.set_horizontalalignment("right")
+        fig.tight_layout()  # keeps the figure size; only moves the axes so rotated labels fit
         fig.savefig(path, dpi=PLOT_DPI, format="png")
     finally:
         plt.close(fig)
@@ -190,6 +195,7 @@ def _plot_hist(path: Path, values: list[float], title: str, xlabel: str) -> None
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("trajectories")
+        fig.tight_layout()
         fig.savefig(path, dpi=PLOT_DPI, format="png")
     finally:
         plt.close(fig)
@@ -210,7 +216,11 @@ def draw_plots(stats: dict[str, list[dict[str, Any]]], plot_dir: Path) -> dict[s
     bar("tool_calls", stats["tool_calls"], "tool_calls", "trajectories", "Tool calls per kept trajectory",
         "tool calls", "trajectories")
     bar("labels", stats["labels"], "label", "turns", "Assistant turn labels (kept)", "judge label", "turns")
-    bar("rejects", stats["rejects"], "reason", "rows", "Rejects by reason", "reason", "rows")
+    by_reason: dict[str, int] = {}
+    for r in stats["rejects"]:  # one reason can come from several stages/steps: one bar each reason
+        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["rows"]
+    bar("rejects", [{"reason": k, "rows": v} for k, v in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "reason", "rows", "Rejects by reason", "reason", "rows")
     tokens = [r["tokens"] for r in stats["token_values"] if r["tokens"] is not None]
     if tokens:
         _plot_hist(plot_dir / "tokens.png", tokens, "Tokens per kept trajectory (in + out)", "tokens")
