@@ -569,3 +569,26 @@ def test_real_long_horizon_rollout_windows_start_where_the_teacher_summarized(tm
         assert sum(m["role"] == "assistant" for m in r["messages"]) <= 8
         _check_trl_conversational(r)
     assert manifest["counts"]["windows"]["context_summary"] >= len(summarized)
+
+
+def test_cli_push_to_hub_flag_uses_hf_token_and_uploads(run_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    out, _ = run_dir
+    made = []
+
+    def fake_ctor(token=None):
+        made.append(FakeHfApi(tmp_path / "hub", token))
+        return made[-1]
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", fake_ctor)
+    monkeypatch.setenv("HF_TOKEN", "hf_cli_secret")
+    dest = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["export", "--out", str(out), "--dest", str(dest), "--push-to-hub", "me/ds"])
+    assert res.exit_code == 0, res.output
+    assert made[0].token == "hf_cli_secret" and "hf_cli_secret" not in res.output
+    assert [c[0] for c in made[0].calls] == ["create_repo", "upload_folder"]
+    assert made[0].calls[0][3] is True  # export.hub_private defaults to a private repo
+    pushed = tmp_path / "hub" / "me/ds"
+    assert (pushed / "README.md").is_file() and (pushed / MANIFEST_NAME).is_file()
+    assert sorted(p.name for p in (pushed / "data").iterdir()) == sorted(p.name for p in (dest / "data").iterdir())
