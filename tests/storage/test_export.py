@@ -34,6 +34,12 @@ def _rows(ds: datasets.DatasetDict) -> list[dict[str, Any]]:
     return [r for split in ds.values() for r in split]
 
 
+def _trimmed(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Source turns up to the last assistant turn: what follows it is not exported."""
+    last = max(i for i, t in enumerate(turns) if t["role"] == "assistant")
+    return turns[: last + 1]
+
+
 # ---------------------------------------------------------------- TRL: round trip against the source rows
 
 
@@ -49,7 +55,8 @@ def test_trl_export_loads_back_with_datasets_and_matches_source(run_dir, make_cf
     assert sorted(r["trajectory_id"] for r in rows) == sorted(KEPT)
     labels = {(lab["trajectory_id"], lab["turn_index"]): lab["loss_weight"] for lab in src["labels"]}
     for r in rows:
-        turns = src["turns"][r["trajectory_id"]]
+        turns = _trimmed(src["turns"][r["trajectory_id"]])
+        assert src["turns"][r["trajectory_id"]][-1]["content"] == "Answer recorded."  # the dropped tail
         msgs = r["messages"]
         assert [m["role"] for m in msgs] == [t["role"] for t in turns]
         assert r["question"] == QUESTIONS[r["question_id"]][0]
@@ -79,6 +86,7 @@ def test_trl_export_loads_back_with_datasets_and_matches_source(run_dir, make_cf
     assert search_weights == {0.5}
     assert manifest["counts"]["unlabelled_assistant_messages"] == 3
     assert manifest["counts"]["trajectories"] == 4
+    assert manifest["counts"]["trailing_messages_dropped"] == 4
     assert json.loads(rows[0]["tools"]) == TOOL_SCHEMAS
 
 
@@ -255,7 +263,7 @@ def test_windows_use_context_summary_or_deterministic_summary(run_dir, make_cfg,
         for w in (w0, w1):
             assert sum(m["role"] == "assistant" for m in w["messages"]) <= 3
             assert w["messages"][0]["content"] == SYSTEM
-            assert w["messages"][-1]["role"] == "tool"
+            assert w["messages"][-1]["role"] == "assistant"  # ends on a trained turn
     # t2 had a rollout context summary before its 4th call: window 1 opens with it
     opened = rows["t2-w1"]["messages"][1]["content"]
     assert opened.startswith(QUESTIONS["q2"][0])
@@ -312,14 +320,14 @@ def test_sharegpt_layout(run_dir, make_cfg, tmp_path):
     manifest = export_dataset(make_cfg(out), "sharegpt", tmp_path / "sg")
     rows = {r["trajectory_id"]: r for r in _rows(_load(tmp_path / "sg", manifest))}
     conv = rows["t1"]["conversations"]
-    assert [c["from"] for c in conv] == ["system", "human"] + ["function_call", "observation"] * 4
+    assert [c["from"] for c in conv] == ["system", "human"] + ["function_call", "observation"] * 3 + ["function_call"]
     call = conv[2]["value"]
     thought, body = call.split("</think>\n")
     assert thought == "<think>\nThe founder is the first hop. Search for the company.\n"
     assert json.loads(body) == {"name": "search", "arguments": {"k": 5, "query": "Acme Lenses founder"}}
     assert json.loads(conv[6]["value"]) == {"name": "visit", "arguments": {"title": "Selmar"}}  # no thinking
     assert conv[3]["value"] == src["turns"]["t1"][3]["content"]
-    assert [c["loss_weight"] for c in conv if c["from"] in {"system", "human", "observation"}] == [0.0] * 6
+    assert [c["loss_weight"] for c in conv if c["from"] in {"system", "human", "observation"}] == [0.0] * 5
     assert json.loads(rows["t1"]["tools"]) == TOOL_SCHEMAS
 
 
@@ -524,7 +532,7 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
     for row in rows:
         tools = _check_trl_conversational(row)  # every tool message answers a call made before it
         _apply_chat_template(row["messages"], tools)
-        turns = [t for t in src if t["trajectory_id"] == row["trajectory_id"]]
+        turns = _trimmed([t for t in src if t["trajectory_id"] == row["trajectory_id"]])
         assert len(turns) == len(row["messages"])
         for m, t in zip(row["messages"], turns, strict=True):
             if t["role"] == "assistant":

@@ -341,7 +341,8 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
     counts: dict[str, Any] = {
         "trajectories": 0, "trajectories_without_turns": 0, "samples": dict.fromkeys(SPLITS, 0),
         "questions": dict.fromkeys(SPLITS, 0), "messages": 0, "assistant_messages": 0,
-        "trained_messages": 0, "unlabelled_assistant_messages": 0, "rejected_trajectories_included": 0,
+        "trained_messages": 0, "unlabelled_assistant_messages": 0, "trailing_messages_dropped": 0,
+        "rejected_trajectories_included": 0,
         "windows": {"windowed_trajectories": 0, "context_summary": 0, "deterministic": 0},
         "reasoning_chars": {"source": 0, "exported": 0},
     }
@@ -406,6 +407,12 @@ def _samples(cfg: Config, fmt: str, formatter: Any, info: dict[str, Any], turns:
         counts["windows"]["windowed_trajectories"] += 1
     split = split_of(info["question_id"], ecfg.validation_fraction)
     for w in windows:
+        # Messages after the last assistant turn (the answer's "recorded" result, or a window's last
+        # observation, which the next window's summary covers) teach nothing and cost context.
+        last = max((i for i, m in enumerate(w.messages) if m.role == "assistant"), default=None)
+        if last is not None and last < len(w.messages) - 1:
+            counts["trailing_messages_dropped"] += len(w.messages) - 1 - last
+            w.messages = w.messages[: last + 1]
         if w.summary_source:
             counts["windows"][w.summary_source] += 1
         counts["messages"] += len(w.messages)
