@@ -395,6 +395,22 @@ def test_unknown_format_and_non_empty_destination_are_refused(run_dir, make_cfg,
     assert export_dataset(cfg, "sharegpt", dest, overwrite=True)["format"] == "sharegpt"
 
 
+def test_destinations_that_are_not_exports_are_never_replaced(run_dir, make_cfg, tmp_path):
+    out, _ = run_dir
+    cfg = make_cfg(out)
+    for dest, msg in ((out, "contains the data directory"), (tmp_path, "contains the data directory"),
+                      (out / "turns", "is the 'turns' table")):
+        with pytest.raises(StorageError, match=msg):
+            export_dataset(cfg, "trl", dest, overwrite=True)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    with pytest.raises(StorageError, match="not a hopforge export"):
+        export_dataset(cfg, "trl", notes, overwrite=True)
+    assert (notes / "keep.txt").read_text() == "mine"
+    assert (out / "turns" / "_manifest.jsonl").exists()
+
+
 def test_failure_midway_keeps_the_previous_export_and_leaves_no_staging(run_dir, make_cfg, tmp_path, monkeypatch):
     out, _ = run_dir
     cfg = make_cfg(out)
@@ -409,7 +425,7 @@ def test_failure_midway_keeps_the_previous_export_and_leaves_no_staging(run_dir,
     with pytest.raises(RuntimeError, match="formatter crashed"):
         export_dataset(cfg, "trl", dest, overwrite=True)
     assert (dest / MANIFEST_NAME).read_bytes() == manifest_before
-    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name or "previous" in p.name] == []
 
 
 def test_export_of_a_missing_data_dir_names_it(make_cfg, tmp_path):

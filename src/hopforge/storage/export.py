@@ -303,6 +303,21 @@ def _source_runs(out: Path) -> dict[str, Any]:
     return {"runs": runs, "config_hashes": sorted(hashes)}
 
 
+def _check_destination(out: Path, dest: Path, overwrite: bool) -> None:
+    """Refuse a destination whose replacement could lose data that is not an export."""
+    d, o = dest.resolve(), out.resolve()
+    if d == o or d in o.parents:
+        raise StorageError(f"export destination {dest} contains the data directory {out}; choose another --dest")
+    if d.parent == o and (o / d.name / "_manifest.jsonl").exists():
+        raise StorageError(f"export destination {dest} is the {d.name!r} table of {out}; choose another --dest")
+    if dest.exists() and any(dest.iterdir()):
+        if not (dest / MANIFEST_NAME).is_file():
+            raise StorageError(f"export destination {dest} is not empty and holds no {MANIFEST_NAME}: "
+                               "refusing to replace a directory that is not a hopforge export")
+        if not overwrite:
+            raise StorageError(f"export destination {dest} is not empty; pass --overwrite to replace it")
+
+
 def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected: bool = False,
                    overwrite: bool = False) -> dict[str, Any]:
     """Export kept trajectories of ``cfg.run.out`` to ``dest`` in ``fmt``; returns the manifest (stats).
@@ -315,20 +330,22 @@ def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected:
         raise StorageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     started = time.monotonic()
     out, dest = Path(cfg.run.out), Path(dest)
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise StorageError(f"export destination {dest} is not empty; pass --overwrite to replace it")
+    _check_destination(out, dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.parent / f".{dest.name}.staging-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    staging = dest.parent / f".{dest.name}.staging-{tag}"
+    previous = dest.parent / f".{dest.name}.previous-{tag}"
     staging.mkdir()
     try:
         manifest = _export_into(cfg, fmt, out, staging, include_rejected)
         manifest["seconds"] = round(time.monotonic() - started, 3)
         (staging / MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         if dest.exists():
-            shutil.rmtree(dest)
+            os.replace(dest, previous)  # kept until the new export is in place
         os.replace(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
     log.info("exported %s samples (%s) to %s", manifest["counts"]["samples"], fmt, dest)
     return manifest
 
