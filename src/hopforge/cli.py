@@ -209,6 +209,23 @@ def inspect(
         _print_arrow(query_arrow(cfg.run.out, f"SELECT * FROM {table} LIMIT {int(rows)}"), "table", None, rows)
 
 
+# --------------------------------------------------------------------------- viewer
+
+
+@app.command()
+def view(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (the viewer never listens on other interfaces).")] = 8765,
+) -> None:
+    """Serve a local web page to read questions and trajectories (read-only, 127.0.0.1 only)."""
+    from hopforge.viewer import serve
+
+    cfg = settings(config, out)
+    console.print(f"hopforge viewer: http://127.0.0.1:{port}/  (data: {cfg.run.out}; Ctrl-C to stop)")
+    serve(cfg.run.out, port=port)
+
+
 def main() -> None:
     """Entry point: one clear line for expected errors, a traceback for bugs."""
     try:

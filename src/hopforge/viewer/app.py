@@ -1,0 +1,216 @@
+"""The dataset viewer: a local, read-only web page over the Parquet shards.
+
+Server-rendered Jinja2 pages and no JavaScript: everything shown is a link or a
+``<details>`` element, so the page works the same in any browser and there is no
+client code to trust with model output. All data is escaped by Jinja's autoescape
+(Wikipedia text and model output are untrusted); the Content-Security-Policy header
+forbids scripts outright as a second line of defence, and the Host check refuses
+DNS-rebinding requests that would let a web page read the data through the browser.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from hopforge.errors import HopforgeError, SQLGuardError
+from hopforge.viewer import queries
+from hopforge.viewer.catalog import LiveCatalog
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+TEMPLATES = Path(__file__).parent / "templates"
+# Where the export stage may have written the data card; checked in order, all kept.
+CARD_GLOBS = ("card/**/*", "*/card/**/*", "export/**/card*/**/*", "export/**/*.png")
+CARD_SUFFIXES = {".png", ".md", ".svg", ".json"}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # every page: data is untrusted; templates never use |safe on data
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["q"] = lambda s: quote(str(s), safe="")
+    env.filters["num"] = _num
+    env.filters["short"] = lambda s, n=160: "" if s is None else (s if len(s) <= n else s[: n - 1] + "…")
+    return env
+
+
+def _num(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def card_files(out: Path) -> list[Path]:
+    """Data-card files (plots, markdown) found under ``out``; empty when no card was exported."""
+    found: dict[Path, None] = {}
+    for pattern in CARD_GLOBS:
+        for p in sorted(out.glob(pattern)):
+            if p.is_file() and p.suffix.lower() in CARD_SUFFIXES:
+                found[p.resolve()] = None
+    return list(found)
+
+
+def _opt_int(v: str | None, name: str) -> int | None:
+    if v is None or v.strip() == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be an integer, got {v!r}") from None
+
+
+def _opt_float(v: str | None, name: str) -> float | None:
+    if v is None or v.strip() == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a number, got {v!r}") from None
+
+
+def create_app(out: str | Path) -> FastAPI:
+    """The viewer app over the data directory ``out`` (opened lazily, reopened when shards change)."""
+    catalog = LiveCatalog(out)
+    templates = Jinja2Templates(env=_environment())
+    app = FastAPI(title="hopforge viewer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.catalog = catalog
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost", "testserver"])
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(HopforgeError)
+    async def _hopforge_error(request: Request, exc: HopforgeError):
+        return templates.TemplateResponse(request, "error.html", {"message": str(exc), "title": "error"},
+                                          status_code=400)
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        catalog.close()
+
+    def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, ctx, status_code=status_code)
+
+    @app.get("/", response_class=HTMLResponse)
+    def overview(request: Request):
+        with catalog.cursor() as con:
+            key = f"overview:{catalog.generation}"
+            data = catalog.cache.get(key) or catalog.cache.setdefault(key, queries.overview(con, catalog.out))
+        files = card_files(catalog.out)
+        return page(request, "overview.html", title="overview", out=str(catalog.out), **data,
+                    plots=[p.relative_to(catalog.out).as_posix() for p in files if p.suffix.lower() in {".png", ".svg"}],
+                    docs=[p.relative_to(catalog.out).as_posix() for p in files
+                          if p.suffix.lower() not in {".png", ".svg"}])
+
+    @app.get("/files/{path:path}")
+    def card_file(path: str):
+        wanted = (catalog.out / path).resolve()
+        # Only the card files found by the scan are served: never an arbitrary path under OUT.
+        if wanted not in set(card_files(catalog.out)):
+            raise HTTPException(404, f"no data-card file {path!r}")
+        return FileResponse(wanted)
+
+    @app.get("/questions", response_class=HTMLResponse)
+    def question_list(
+        request: Request,
+        hops: str | None = None,
+        status: str = "all",
+        reason: str | None = None,
+        solve_min: str | None = None,
+        solve_max: str | None = None,
+        turns_min: str | None = None,
+        turns_max: str | None = None,
+        text: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+    ):
+        flt = queries.QuestionFilter(
+            hops=_opt_int(hops, "hops"), status=status, reason=reason or None,
+            solve_min=_opt_float(solve_min, "solve_min"), solve_max=_opt_float(solve_max, "solve_max"),
+            turns_min=_opt_int(turns_min, "turns_min"), turns_max=_opt_int(turns_max, "turns_max"),
+            text=text or None)
+        with catalog.cursor() as con:
+            result = queries.question_page(con, flt, after=after or None, before=before or None)
+            key = f"reasons:{catalog.generation}"
+            reasons = catalog.cache.get(key) or catalog.cache.setdefault(key, queries.reject_reasons(con))
+        base = flt.as_query()
+        return page(request, "questions.html", title="questions", page=result, flt=flt, reasons=reasons,
+                    statuses=queries.STATUSES,
+                    next_url="/questions?" + urlencode({**base, "after": result.last_id}) if result.has_next else None,
+                    prev_url="/questions?" + urlencode({**base, "before": result.first_id}) if result.has_prev else None,
+                    first_url="/questions?" + urlencode(base))
+
+    @app.get("/q/{question_id}", response_class=HTMLResponse)
+    def question(request: Request, question_id: str):
+        with catalog.cursor() as con:
+            q = queries.question_detail(con, question_id)
+        if q is None:
+            return page(request, "error.html", status_code=404, title="not found",
+                        message=f"no question with id {question_id!r}")
+        return page(request, "question.html", title=f"question {question_id}", q=q)
+
+    @app.get("/t/{trajectory_id}", response_class=HTMLResponse)
+    def trajectory(request: Request, trajectory_id: str):
+        with catalog.cursor() as con:
+            t = queries.trajectory_detail(con, trajectory_id)
+        if t is None:
+            return page(request, "error.html", status_code=404, title="not found",
+                        message=f"no trajectory with id {trajectory_id!r}")
+        return page(request, "trajectory.html", title=f"trajectory {trajectory_id}", t=t)
+
+    @app.get("/sql", response_class=HTMLResponse)
+    def sql(request: Request, q: Annotated[str, Query(max_length=20_000)] = ""):
+        ctx: dict[str, Any] = {"title": "sql", "sql": q, "error": None, "columns": [], "rows": [],
+                               "truncated": False, "limit": queries.SQL_ROW_LIMIT}
+        if q.strip():
+            try:
+                with catalog.cursor() as con:
+                    table = queries.run_sql(con, q)
+                ctx["columns"] = table.column_names
+                rows = table.to_pylist()
+                ctx["truncated"] = len(rows) > queries.SQL_ROW_LIMIT
+                ctx["rows"] = [[r[c] for c in table.column_names] for r in rows[: queries.SQL_ROW_LIMIT]]
+            except SQLGuardError as e:
+                ctx["error"] = str(e)
+                return page(request, "sql.html", status_code=400, **ctx)
+            except HopforgeError as e:
+                ctx["error"] = str(e)
+                return page(request, "sql.html", status_code=400, **ctx)
+        return page(request, "sql.html", **ctx)
+
+    return app
+
+
+def serve(out: str | Path, port: int = 8765) -> None:
+    """Serve the viewer on 127.0.0.1:``port`` until interrupted (never on another interface)."""
+    import uvicorn
+
+    app = create_app(out)
+    with app.state.catalog.cursor():  # fail now, with the storage error, if OUT is not a data directory
+        pass
+    log.warning("hopforge viewer on http://%s:%d/ (Ctrl-C to stop)", HOST, port)
+    uvicorn.run(app, host=HOST, port=port, log_level="warning")

@@ -1,0 +1,259 @@
+"""Every route of the viewer through FastAPI's TestClient, on hand-built rows."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from viewer_rows import SCRIPT, write_many_questions
+
+from hopforge.errors import SQLGuardError
+from hopforge.storage import ShardWriter, guard_sql
+from hopforge.viewer import create_app
+from hopforge.viewer.app import TEMPLATES
+
+ESCAPED_SCRIPT = "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;"
+
+
+@pytest.fixture
+def client(small_run):
+    with TestClient(create_app(small_run)) as c:
+        yield c
+
+
+def question_ids(html: str) -> list[str]:
+    return re.findall(r'<a href="/q/([^"]+)">', html)
+
+
+def test_overview_shows_funnel_rejects_and_tables(client):
+    r = client.get("/")
+    assert r.status_code == 200
+    funnel = dict(re.findall(r"<tr><td>([a-z ]+)</td><td class=\"n\">([\d,]+)</td></tr>", r.text))
+    assert funnel["questions written"] == "3"
+    assert funnel["questions passing checks"] == "2"
+    assert funnel["trajectories"] == "3"
+    assert funnel["trajectories answered"] == "2"
+    assert funnel["trajectories kept"] == "1"
+    assert '<a href="/questions?reason=answer_mismatch">answer_mismatch</a>' in r.text
+    assert "No data card found" in r.text
+
+
+def test_overview_links_card_plots_and_serves_only_card_files(small_run, client):
+    card = small_run / "card"
+    card.mkdir()
+    (card / "hops.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    (card / "README.md").write_text("# Data card\n")
+    r = client.get("/")
+    assert '<img class="plot" src="/files/card/hops.png"' in r.text
+    assert 'href="/files/card/README.md"' in r.text
+    assert client.get("/files/card/hops.png").content.startswith(b"\x89PNG")
+    # Anything else under OUT, or outside it, is not served.
+    assert client.get("/files/questions/_manifest.jsonl").status_code == 404
+    assert client.get("/files/card/../questions/_manifest.jsonl").status_code == 404
+    assert client.get("/files/%2e%2e/%2e%2e/etc/passwd").status_code == 404
+
+
+def test_question_list_first_page_in_id_order_with_details(client):
+    r = client.get("/questions")
+    assert r.status_code == 200
+    assert question_ids(r.text) == ["q1", "q2", "q3"]
+    assert '<b id="total">3</b>' in r.text
+    row_q1 = r.text[r.text.index('href="/q/q1"'):r.text.index('href="/q/q2"')]
+    # 2 trajectories, 1 kept, max 9 turns, solve rates 0.50 / 0.00, t3's reject reason
+    assert [c for c in re.findall(r'<td class="n">([^<]+)</td>', row_q1)] == ["2", "2", "1", "9", "0.50 / 0.00"]
+    assert '<span class="chip bad">answer_mismatch</span>' in row_q1
+    assert 'rel="next"' not in r.text and 'rel="prev"' not in r.text
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("hops=3", ["q2"]),
+    ("hops=1", ["q3"]),
+    ("status=kept", ["q1"]),
+    ("status=rejected", ["q2", "q3"]),  # q1 has a rejected attempt but also a kept one
+    ("status=failed_checks", ["q3"]),
+    ("reason=answer_mismatch", ["q1"]),
+    ("reason=ambiguous_answer", ["q3"]),
+    ("reason=turn_limit_reached&hops=3", ["q2"]),
+    ("solve_min=0.9", ["q2"]),
+    ("solve_max=0.6", ["q1"]),
+    ("turns_min=30", ["q2"]),
+    ("turns_max=6", ["q1"]),  # t3 has 5 turns
+    ("text=CASTELLANE", ["q1"]),
+    ("text=%27%3B+DROP+TABLE+questions%3B+--", []),
+    ("reason=%27+OR+1%3D1+--", []),
+])
+def test_question_list_filters(client, query, expected):
+    r = client.get(f"/questions?{query}")
+    assert r.status_code == 200, r.text
+    assert question_ids(r.text) == expected
+    assert f'<b id="total">{len(expected)}</b>' in r.text
+
+
+def test_question_list_keeps_filters_in_the_form(client):
+    r = client.get("/questions?hops=2&status=kept&text=castellane")
+    assert 'name="hops" type="number" min="1" value="2"' in r.text
+    assert '<option value="kept" selected>' in r.text
+    assert 'name="text" value="castellane"' in r.text
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("hops=two", "hops must be an integer"),
+    ("solve_min=high", "solve_min must be a number"),
+    ("status=lost", "unknown status filter"),
+])
+def test_question_list_bad_filter_values_are_400(client, query, message):
+    r = client.get(f"/questions?{query}")
+    assert r.status_code == 400
+    assert message in r.text
+
+
+def test_question_page_draws_the_walk_with_evidence(client):
+    r = client.get("/q/q1")
+    assert r.status_code == 200
+    chain = r.text[r.text.index('<ol class="chain"'):r.text.index("</ol>")]
+    assert re.findall(r'<span class="title">([^<]+)</span>', chain) == [
+        "Rivermouth Observatory", "Halden Vale", "Orrin Castellane"]
+    assert "The observatory stands above <mark>Halden</mark>, a valley town." in chain
+    assert "The vale was surveyed by <mark>Orrin Castellane</mark> in 1871." in chain
+    assert '<span class="chip">O. Castellane</span>' in r.text
+    assert "<td>answer_unique</td><td><span class=\"chip good\">pass</span></td>" in r.text
+    assert 'href="/t/t1">attempt 0</a>' in r.text and 'href="/t/t3">attempt 1</a>' in r.text
+    assert "start pagerank" in r.text  # the walk row was joined
+
+
+def test_question_page_escapes_untrusted_text(client):
+    r = client.get("/q/q3")
+    assert r.status_code == 200
+    assert "<script" not in r.text
+    assert ESCAPED_SCRIPT in r.text
+    assert "<span class=\"chip bad\">fail</span>" in r.text
+    assert "ambiguous_answer" in r.text
+
+
+def test_trajectory_timeline(client):
+    r = client.get("/t/t1")
+    assert r.status_code == 200
+    assert '<a href="#turn-5">The answer first appears in an observation at turn 5' in r.text
+    turns = re.findall(r'<div class="turn ([^"]+)" id="turn-(\d+)">', r.text)
+    assert [int(i) for _, i in turns] == list(range(9))
+    classes = {int(i): c.split() for c, i in turns}
+    assert classes[2][:2] == ["lw-full", "judge-essential"]
+    assert classes[6][:2] == ["lw-part", "judge-not_necessary"]
+    assert classes[3][0] == "lw-zero" and "answer-turn" in classes[5]
+    assert '<div class="context-event" id="context-4">context summarized at turn 4</div>' in r.text
+    # observations collapsed, except the one where the answer first appears
+    assert r.text.count('<details class="observation" >') == 2
+    assert r.text.count('<details class="observation" open>') == 1
+    assert 'surveyed by <mark class="answer">orrin castellane</mark> in 1871' in r.text
+    assert '<code>search(query="observatory river mouth", k=5)</code>' in r.text
+    assert '<pre class="thought">I should find the observatory first.</pre>' in r.text
+    assert "<span>812 ms</span><span>tokens 300 / 40</span>" in r.text
+    assert "<script" not in r.text and ESCAPED_SCRIPT in r.text
+
+
+def test_trajectory_with_parse_error_and_no_labels(client):
+    r = client.get("/t/t3")
+    assert r.status_code == 200
+    assert "parse error: no tool call found" in r.text
+    assert "&lt;tool&gt;broken" in r.text
+    assert "never appears in an observation" in r.text
+    assert '<span class="chip bad" title="filter/answer_match' in r.text
+    assert "lw-unlabelled" in r.text
+
+
+def test_unknown_ids_are_404(client):
+    assert client.get("/q/nope").status_code == 404
+    r = client.get("/t/%3Cscript%3E")
+    assert r.status_code == 404 and "&#39;&lt;script&gt;&#39;" in r.text
+
+
+def test_sql_box_runs_read_only_queries_escaped(client):
+    r = client.get("/sql", params={"q": "SELECT question_id, hops FROM questions ORDER BY question_id"})
+    assert r.status_code == 200
+    assert re.findall(r"<tr><td>(q\d)</td><td>(\d)</td></tr>", r.text) == [("q1", "2"), ("q2", "3"), ("q3", "1")]
+    r = client.get("/sql", params={"q": f"SELECT '{SCRIPT}' AS s"})
+    assert "<script" not in r.text.replace("<textarea", "") and ESCAPED_SCRIPT in r.text
+    assert client.get("/sql").status_code == 200
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY questions TO '/tmp/hopforge-leak.csv'",
+    "ATTACH '/tmp/other.duckdb' AS other",
+    "SELECT 1; DROP TABLE questions",
+    "INSTALL httpfs",
+    "SET enable_external_access = true",
+])
+def test_sql_box_refuses_with_the_guards_message(client, sql):
+    with pytest.raises(SQLGuardError) as err:
+        guard_sql(sql)
+    r = client.get("/sql", params={"q": sql})
+    assert r.status_code == 400
+    expected = str(err.value).replace("'", "&#39;")
+    assert f'<p class="err" id="sql-error">{expected}</p>' in r.text
+    assert not Path("/tmp/hopforge-leak.csv").exists()
+
+
+def test_sql_box_refuses_file_access_outside_the_data(client):
+    r = client.get("/sql", params={"q": "SELECT * FROM read_csv('/etc/passwd')"})
+    assert r.status_code == 400
+    assert "refused: Permission Error" in r.text and "root:" not in r.text
+
+
+def test_security_headers_and_host_check(client):
+    r = client.get("/")
+    assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none' forbids scripts
+    assert r.headers["content-security-policy"].startswith("default-src 'none'")
+    assert client.get("/", headers={"host": "attacker.example"}).status_code == 400
+
+
+def test_templates_never_mark_data_safe():
+    for tpl in TEMPLATES.glob("*.html"):
+        assert "|safe" not in tpl.read_text().replace(" ", ""), tpl
+
+
+def test_new_shards_show_up_without_restarting(small_run, client):
+    assert '<b id="total">3</b>' in client.get("/questions").text
+    with ShardWriter(small_run, "questions", run_id="r2") as w:
+        w.write({"question_id": "q4", "question": "A late question?", "answer": "Late", "hops": 2})
+    r = client.get("/questions")
+    assert '<b id="total">4</b>' in r.text and "q4" in question_ids(r.text)
+    assert "questions written</td><td class=\"n\">4" in client.get("/").text
+
+
+def test_missing_data_directory_is_a_clear_error(tmp_path):
+    with TestClient(create_app(tmp_path / "absent")) as c:
+        r = c.get("/questions")
+    assert r.status_code == 400
+    assert "does not exist" in r.text
+
+
+def test_keyset_paging_over_200k_questions(tmp_path):
+    t0 = time.perf_counter()
+    out = write_many_questions(tmp_path / "big", 200_000, rows_per_shard=50_000)
+    build_s = time.perf_counter() - t0
+    with TestClient(create_app(out)) as c:
+        r = c.get("/questions")
+        assert question_ids(r.text) == [f"q{i:08d}" for i in range(50)]
+        assert '<b id="total">200,000</b>' in r.text
+        # follow "next" twice, as a person would
+        for page in (1, 2):
+            nxt = re.search(r'<a href="([^"]+)" rel="next">', r.text).group(1).replace("&amp;", "&")
+            r = c.get(nxt)
+            assert question_ids(r.text) == [f"q{i:08d}" for i in range(50 * page, 50 * page + 50)]
+        prev = re.search(r'<a href="([^"]+)" rel="prev">', r.text).group(1).replace("&amp;", "&")
+        assert question_ids(c.get(prev).text) == [f"q{i:08d}" for i in range(50, 100)]
+        # a deep page and a filtered deep page (hops = 2 + i % 4)
+        t0 = time.perf_counter()
+        r = c.get("/questions", params={"after": "q00180000"})
+        deep_s = time.perf_counter() - t0
+        assert question_ids(r.text) == [f"q{i:08d}" for i in range(180_001, 180_051)]
+        r = c.get("/questions", params={"hops": 5, "after": "q00150000"})
+        assert question_ids(r.text) == [f"q{i:08d}" for i in range(150_003, 150_003 + 200, 4)]
+        assert '<b id="total">50,000</b>' in r.text
+        last = c.get("/questions", params={"after": "q00199990"})
+        assert question_ids(last.text)[-1] == "q00199999" and 'rel="next"' not in last.text
+    assert build_s < 30, f"building 200k rows took {build_s:.1f}s"
+    assert deep_s < 5, f"a deep page took {deep_s:.2f}s"
