@@ -18,8 +18,16 @@ from hopforge.viewer.app import TEMPLATES
 ESCAPED_SCRIPT = "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;"
 
 
+@pytest.fixture(scope="module")
+def client(_small_run_once):
+    """One app for the read-only tests (opening the catalog is most of a test's time)."""
+    with TestClient(create_app(_small_run_once)) as c:
+        yield c
+
+
 @pytest.fixture
-def client(small_run):
+def fresh_client(small_run):
+    """An app over a private copy, for tests that add files."""
     with TestClient(create_app(small_run)) as c:
         yield c
 
@@ -41,7 +49,8 @@ def test_overview_shows_funnel_rejects_and_tables(client):
     assert "No data card found" in r.text
 
 
-def test_overview_links_card_plots_and_serves_only_card_files(small_run, client):
+def test_overview_links_card_plots_and_serves_only_card_files(small_run, fresh_client):
+    client = fresh_client
     card = small_run / "card"
     card.mkdir()
     (card / "hops.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
@@ -214,7 +223,8 @@ def test_templates_never_mark_data_safe():
         assert "|safe" not in tpl.read_text().replace(" ", ""), tpl
 
 
-def test_new_shards_show_up_without_restarting(small_run, client):
+def test_new_shards_show_up_without_restarting(small_run, fresh_client):
+    client = fresh_client
     assert '<b id="total">3</b>' in client.get("/questions").text
     with ShardWriter(small_run, "questions", run_id="r2") as w:
         w.write({"question_id": "q4", "question": "A late question?", "answer": "Late", "hops": 2})
