@@ -1,0 +1,85 @@
+"""The viewer's queries and the pure helpers behind the walk chain and the answer jump."""
+
+from __future__ import annotations
+
+import pytest
+
+from hopforge.errors import StorageError
+from hopforge.storage import open_catalog
+from hopforge.viewer.queries import (
+    QuestionFilter,
+    answer_pattern,
+    mark_answer,
+    question_detail,
+    question_page,
+    trajectory_detail,
+    walk_hops,
+)
+
+
+def test_walk_hops_pairs_each_page_with_the_evidence_into_it():
+    ev = [{"hop": 1, "src": "A", "dst": "B", "anchor": "the bee", "sentence": "A cites The Bee twice."},
+          {"hop": 2, "src": "B", "dst": "C", "anchor": "sea", "sentence": "B borders nothing."}]
+    hops = walk_hops(["A", "B", "C"], ev)
+    assert [h["title"] for h in hops] == ["A", "B", "C"]
+    assert hops[0]["evidence"] is None
+    assert hops[1]["parts"] == ("A cites ", "The Bee", " twice.")  # case-insensitive, original casing kept
+    assert hops[2]["parts"] == ("B borders nothing.", "", "")  # anchor not in sentence: nothing marked
+
+
+def test_answer_pattern_matches_whole_words_longest_alias_first():
+    p = answer_pattern(["Paris", "Paris, France", None, "  "])
+    assert [m.group(0) for m in p.finditer("Paris, France; not Parisian. PARIS.")] == ["Paris, France", "PARIS"]
+    assert answer_pattern([None, ""]) is None
+
+
+def test_mark_answer_counts_observations_only():
+    turns = [{"turn_index": 0, "role": "user", "content": "Is it Lisbon?"},
+             {"turn_index": 1, "role": "assistant", "content": "Maybe Lisbon."},
+             {"turn_index": 2, "role": "tool", "content": "Porto is a city."},
+             {"turn_index": 3, "role": "tool", "content": "The capital, lisbon, and Lisboa."}]
+    assert mark_answer(turns, ["Lisbon", "Lisboa"]) == 3
+    assert turns[1]["segments"] == [("Maybe Lisbon.", False)]
+    assert turns[3]["segments"] == [("The capital, ", False), ("lisbon", True), (", and ", False),
+                                    ("Lisboa", True), (".", False)]
+    assert mark_answer(turns, ["Madrid"]) is None
+
+
+def test_filter_values_are_bound_never_formatted():
+    where, params = QuestionFilter(hops=2, text="x' OR '1'='1", reason="r'; DROP TABLE q; --").where()
+    assert "x'" not in where and "DROP" not in where
+    assert params == [2, "x' OR '1'='1", "x' OR '1'='1", "r'; DROP TABLE q; --", "r'; DROP TABLE q; --"]
+    with pytest.raises(StorageError, match="unknown status filter 'nope'"):
+        QuestionFilter(status="nope")
+
+
+def test_as_query_keeps_only_set_filters():
+    assert QuestionFilter(hops=3, status="all", text="").as_query() == {"hops": 3}
+    assert QuestionFilter(status="kept", solve_min=0.0).as_query() == {"status": "kept", "solve_min": 0.0}
+
+
+def test_page_details_are_fetched_for_the_page_only(small_run):
+    with open_catalog(small_run) as con:
+        page = question_page(con, QuestionFilter(), size=2)
+        assert [r["question_id"] for r in page.rows] == ["q1", "q2"]
+        assert page.has_next and not page.has_prev and page.total == 3
+        q1, q2 = page.rows
+        assert (q1["n_trajectories"], q1["n_kept"], q1["max_turns"], q1["reasons"]) == (2, 1, 9, ["answer_mismatch"])
+        assert (q2["n_kept"], q2["solve_rate_tools"], q2["reasons"]) == (0, 1.0, ["turn_limit_reached"])
+        back = question_page(con, QuestionFilter(), before="q3", size=1)
+        assert [r["question_id"] for r in back.rows] == ["q2"] and back.has_prev and back.has_next
+        empty = question_page(con, QuestionFilter(hops=9))
+        assert empty.rows == [] and empty.total == 0 and not empty.has_next
+
+
+def test_details_of_question_and_trajectory(small_run):
+    with open_catalog(small_run) as con:
+        q = question_detail(con, "q1")
+        assert [t["trajectory_id"] for t in q["trajectories"]] == ["t1", "t3"]
+        assert [t["kept"] for t in q["trajectories"]] == [True, False]
+        assert q["trajectories"][1]["reasons"] == ["answer_mismatch"]
+        assert question_detail(con, "missing") is None
+        t = trajectory_detail(con, "t1")
+        assert t["answer_turn"] == 5 and len(t["turns"]) == 9
+        assert t["turns"][6]["loss_weight"] == 0.5 and t["turns"][6]["judge_label"] == "not_necessary"
+        assert trajectory_detail(con, "missing") is None
