@@ -75,6 +75,7 @@ def test_question_list_first_page_in_id_order_with_details(client):
     assert [c for c in re.findall(r'<td class="n">([^<]+)</td>', row_q1)] == ["2", "2", "1", "9", "0.50 / 0.00"]
     assert '<span class="chip bad">answer_mismatch</span>' in row_q1
     assert 'rel="next"' not in r.text and 'rel="prev"' not in r.text
+    assert "rows 1–3, page" in r.text
 
 
 @pytest.mark.parametrize(("query", "expected"), [
@@ -240,30 +241,40 @@ def test_missing_data_directory_is_a_clear_error(tmp_path):
     assert "does not exist" in r.text
 
 
-def test_keyset_paging_over_200k_questions(tmp_path):
+def _link(html: str, rel: str) -> str:
+    return re.search(rf'<a href="([^"]+)" rel="{rel}">', html).group(1).replace("&amp;", "&")
+
+
+def test_paging_over_200k_questions_returns_the_right_slices(tmp_path):
     t0 = time.perf_counter()
     out = write_many_questions(tmp_path / "big", 200_000, rows_per_shard=50_000)
     build_s = time.perf_counter() - t0
     with TestClient(create_app(out)) as c:
         r = c.get("/questions")
         assert question_ids(r.text) == [f"q{i:08d}" for i in range(50)]
-        assert '<b id="total">200,000</b>' in r.text
-        # follow "next" twice, as a person would
+        assert '<b id="total">200,000</b>' in r.text and "page <span id=\"page-no\">1</span> of 4,000" in r.text
+        assert 'rel="prev"' not in r.text
+        # follow "next" twice and "previous" once, as a person would
         for page in (1, 2):
-            nxt = re.search(r'<a href="([^"]+)" rel="next">', r.text).group(1).replace("&amp;", "&")
-            r = c.get(nxt)
+            r = c.get(_link(r.text, "next"))
             assert question_ids(r.text) == [f"q{i:08d}" for i in range(50 * page, 50 * page + 50)]
-        prev = re.search(r'<a href="([^"]+)" rel="prev">', r.text).group(1).replace("&amp;", "&")
-        assert question_ids(c.get(prev).text) == [f"q{i:08d}" for i in range(50, 100)]
-        # a deep page and a filtered deep page (hops = 2 + i % 4)
+        assert question_ids(c.get(_link(r.text, "prev")).text) == [f"q{i:08d}" for i in range(50, 100)]
+        # a deep page crosses into the fourth shard
         t0 = time.perf_counter()
-        r = c.get("/questions", params={"after": "q00180000"})
+        r = c.get("/questions", params={"page": 3601})
         deep_s = time.perf_counter() - t0
-        assert question_ids(r.text) == [f"q{i:08d}" for i in range(180_001, 180_051)]
-        r = c.get("/questions", params={"hops": 5, "after": "q00150000"})
-        assert question_ids(r.text) == [f"q{i:08d}" for i in range(150_003, 150_003 + 200, 4)]
+        assert question_ids(r.text) == [f"q{i:08d}" for i in range(180_000, 180_050)]
+        # a filtered deep page keeps the filter in its links (hops = 2 + i % 4, so hops=5 is i % 4 == 3)
+        r = c.get("/questions", params={"hops": 5, "page": 500})
+        assert question_ids(r.text) == [f"q{4 * k + 3:08d}" for k in range(24_950, 25_000)]
         assert '<b id="total">50,000</b>' in r.text
-        last = c.get("/questions", params={"after": "q00199990"})
+        assert _link(r.text, "prev") == "/questions?hops=5&page=499"
+        r = c.get("/questions", params={"hops": 5, "page": 1000})
+        assert question_ids(r.text) == [f"q{i:08d}" for i in range(199_803, 200_000, 4)]
+        assert 'rel="next"' not in r.text  # the last page
+        last = c.get("/questions", params={"page": 4000})
         assert question_ids(last.text)[-1] == "q00199999" and 'rel="next"' not in last.text
+        assert question_ids(c.get("/questions", params={"page": 4001}).text) == []
+        assert c.get("/questions", params={"page": 0}).status_code == 400
     assert build_s < 30, f"building 200k rows took {build_s:.1f}s"
     assert deep_s < 5, f"a deep page took {deep_s:.2f}s"

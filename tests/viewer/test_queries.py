@@ -62,14 +62,16 @@ def test_page_details_are_fetched_for_the_page_only(small_run):
     with open_catalog(small_run) as con:
         page = question_page(con, QuestionFilter(), size=2)
         assert [r["question_id"] for r in page.rows] == ["q1", "q2"]
-        assert page.has_next and not page.has_prev and page.total == 3
+        assert (page.total, page.pages, page.first_row, page.last_row) == (3, 2, 1, 2)
         q1, q2 = page.rows
         assert (q1["n_trajectories"], q1["n_kept"], q1["max_turns"], q1["reasons"]) == (2, 1, 9, ["answer_mismatch"])
         assert (q2["n_kept"], q2["solve_rate_tools"], q2["reasons"]) == (0, 1.0, ["turn_limit_reached"])
-        back = question_page(con, QuestionFilter(), before="q3", size=1)
-        assert [r["question_id"] for r in back.rows] == ["q2"] and back.has_prev and back.has_next
+        second = question_page(con, QuestionFilter(), page=2, size=2)
+        assert [r["question_id"] for r in second.rows] == ["q3"] and (second.first_row, second.last_row) == (3, 3)
         empty = question_page(con, QuestionFilter(hops=9))
-        assert empty.rows == [] and empty.total == 0 and not empty.has_next
+        assert empty.rows == [] and empty.total == 0 and empty.pages == 1 and empty.first_row == 0
+        with pytest.raises(StorageError, match="page must be 1 or more"):
+            question_page(con, QuestionFilter(), page=0)
 
 
 def test_details_of_question_and_trajectory(small_run):

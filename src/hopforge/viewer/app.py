@@ -86,6 +86,10 @@ def _opt_float(v: str | None, name: str) -> float | None:
         raise HTTPException(400, f"{name} must be a number, got {v!r}") from None
 
 
+def _page_url(filters: dict[str, Any], page: int) -> str:
+    return "/questions?" + urlencode({**filters, "page": page} if page > 1 else filters)
+
+
 def create_app(out: str | Path) -> FastAPI:
     """The viewer app over the data directory ``out`` (opened lazily, reopened when shards change)."""
     catalog = LiveCatalog(out)
@@ -145,8 +149,7 @@ def create_app(out: str | Path) -> FastAPI:
         turns_min: str | None = None,
         turns_max: str | None = None,
         text: str | None = None,
-        after: str | None = None,
-        before: str | None = None,
+        page_no: Annotated[str | None, Query(alias="page")] = None,
     ):
         flt = queries.QuestionFilter(
             hops=_opt_int(hops, "hops"), status=status, reason=reason or None,
@@ -154,15 +157,16 @@ def create_app(out: str | Path) -> FastAPI:
             turns_min=_opt_int(turns_min, "turns_min"), turns_max=_opt_int(turns_max, "turns_max"),
             text=text or None)
         with catalog.cursor() as con:
-            result = queries.question_page(con, flt, after=after or None, before=before or None)
+            number = _opt_int(page_no, "page")
+            result = queries.question_page(con, flt, page=1 if number is None else number)
             key = f"reasons:{catalog.generation}"
             reasons = catalog.cache.get(key) or catalog.cache.setdefault(key, queries.reject_reasons(con))
         base = flt.as_query()
         return page(request, "questions.html", title="questions", page=result, flt=flt, reasons=reasons,
                     statuses=queries.STATUSES,
-                    next_url="/questions?" + urlencode({**base, "after": result.last_id}) if result.has_next else None,
-                    prev_url="/questions?" + urlencode({**base, "before": result.first_id}) if result.has_prev else None,
-                    first_url="/questions?" + urlencode(base))
+                    next_url=_page_url(base, result.page + 1) if result.page < result.pages else None,
+                    prev_url=_page_url(base, result.page - 1) if result.page > 1 else None,
+                    first_url=_page_url(base, 1), last_url=_page_url(base, result.pages))
 
     @app.get("/q/{question_id}", response_class=HTMLResponse)
     def question(request: Request, question_id: str):

@@ -1,12 +1,17 @@
 """What the viewer reads: parameterised DuckDB queries over the catalog views.
 
 Every query is a constant SQL string; values from the request are bound as ``?``
-parameters, never formatted into SQL. Pages of the question list use keyset paging
-on ``question_id`` (``WHERE question_id > ? ORDER BY question_id LIMIT n``): DuckDB
-answers that with a top-n over one column, so the millionth row costs what the
-first does, where ``OFFSET`` would sort and skip everything before it. The extra
-columns of a page (trajectory counts, solve rates, reject reasons) are fetched for
-the page's ids only, never aggregated over the whole table.
+parameters, never formatted into SQL.
+
+The question list pages in file order (shards as written, rows within a shard) with
+``LIMIT ? OFFSET ?`` and no ``ORDER BY``: DuckDB keeps insertion order and skips whole
+row groups by their row counts, so page 18,000 of a 1M-row table costs about what page 1
+does (benchmarks/results/viewer.md). Keyset paging on ``question_id`` was measured and
+dropped: ids are content hashes, unsorted in the shards, so every ``ORDER BY question_id``
+page is a top-n over the whole table and fetching the page's wide columns decompresses
+every row group (several times slower at 1M rows). The extra columns of a page
+(trajectory counts, solve rates, reject reasons) are fetched for the page's ids only,
+never aggregated over the whole table.
 """
 
 from __future__ import annotations
@@ -106,40 +111,34 @@ class QuestionFilter:
 class QuestionPage:
     rows: list[dict[str, Any]]
     total: int
-    first_id: str | None  # for the "previous" link
-    last_id: str | None  # for the "next" link
-    has_prev: bool
-    has_next: bool
+    page: int  # 1-based
+    pages: int
+    size: int
+
+    @property
+    def first_row(self) -> int:
+        return (self.page - 1) * self.size + 1 if self.rows else 0
+
+    @property
+    def last_row(self) -> int:
+        return (self.page - 1) * self.size + len(self.rows)
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
     return fetch_arrow(con, sql, params).to_pylist()
 
 
-def question_page(con: duckdb.DuckDBPyConnection, flt: QuestionFilter, after: str | None = None,
-                  before: str | None = None, size: int = PAGE_SIZE) -> QuestionPage:
-    """One page of questions matching ``flt``, after (or before) a question id."""
+def question_page(con: duckdb.DuckDBPyConnection, flt: QuestionFilter, page: int = 1,
+                  size: int = PAGE_SIZE) -> QuestionPage:
+    """Page ``page`` (1-based) of the questions matching ``flt``, in file order."""
+    if page < 1:
+        raise StorageError(f"page must be 1 or more, got {page}")
     where, params = flt.where()
-    cols = "q.question_id, q.question, q.answer, q.hops, q.passed, q.composer"
-    if before is not None:
-        rows = _rows(con, f"SELECT {cols} FROM questions q WHERE {where} AND q.question_id < ? "
-                          "ORDER BY q.question_id DESC LIMIT ?", [*params, before, size + 1])
-        more_before = len(rows) > size
-        rows = rows[:size][::-1]
-        has_prev, has_next = more_before, True
-    else:
-        key = "AND q.question_id > ?" if after is not None else ""
-        key_params = [after] if after is not None else []
-        rows = _rows(con, f"SELECT {cols} FROM questions q WHERE {where} {key} "
-                          "ORDER BY q.question_id LIMIT ?", [*params, *key_params, size + 1])
-        has_next = len(rows) > size
-        rows = rows[:size]
-        has_prev = after is not None
     total = _rows(con, f"SELECT count(*) AS n FROM questions q WHERE {where}", params)[0]["n"]
+    rows = _rows(con, "SELECT q.question_id, q.question, q.answer, q.hops, q.passed, q.composer "
+                      f"FROM questions q WHERE {where} LIMIT ? OFFSET ?", [*params, size, (page - 1) * size])
     _attach_page_details(con, rows)
-    return QuestionPage(rows=rows, total=total, first_id=rows[0]["question_id"] if rows else None,
-                        last_id=rows[-1]["question_id"] if rows else None, has_prev=has_prev and bool(rows),
-                        has_next=has_next and bool(rows))
+    return QuestionPage(rows=rows, total=total, page=page, pages=max(1, -(-total // size)), size=size)
 
 
 def _attach_page_details(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
@@ -147,12 +146,13 @@ def _attach_page_details(con: duckdb.DuckDBPyConnection, rows: list[dict[str, An
     ids = [r["question_id"] for r in rows]
     for r in rows:
         r.update(n_trajectories=0, max_turns=None, n_kept=0, solve_rate_tools=None, solve_rate_no_tools=None,
-                 reasons=[])
+                 reasons=[], trajectory_ids=[])
     if not ids:
         return
     by_id = {r["question_id"]: r for r in rows}
     page = "(SELECT unnest(?::VARCHAR[]))"
-    for d in _rows(con, "SELECT question_id, count(*) AS n_trajectories, max(num_turns) AS max_turns "
+    for d in _rows(con, "SELECT question_id, count(*) AS n_trajectories, max(num_turns) AS max_turns, "
+                        "list(trajectory_id) AS trajectory_ids "
                         f"FROM trajectories WHERE question_id IN {page} GROUP BY question_id", [ids]):
         by_id[d["question_id"]].update(d)
     for d in _rows(con, f"SELECT question_id, count(*) AS n_kept FROM kept WHERE question_id IN {page} "
@@ -162,12 +162,15 @@ def _attach_page_details(con: duckdb.DuckDBPyConnection, rows: list[dict[str, An
                         "any_value(solve_rate_no_tools) AS solve_rate_no_tools "
                         f"FROM difficulty WHERE question_id IN {page} GROUP BY question_id", [ids]):
         by_id[d["question_id"]].update(d)
-    for d in _rows(con, "SELECT question_id, list(DISTINCT reason ORDER BY reason) AS reasons FROM ("
-                        f"SELECT row_id AS question_id, reason FROM rejects WHERE row_id IN {page} "
-                        "UNION ALL SELECT t.question_id, r.reason FROM rejects r JOIN trajectories t "
-                        f"ON r.row_id = t.trajectory_id WHERE t.question_id IN {page}) GROUP BY question_id",
-                   [ids, ids]):
-        by_id[d["question_id"]]["reasons"] = d["reasons"]
+    # Rejects of the questions and of their trajectories, by row id: joining rejects to the whole
+    # trajectories table here would scan it again.
+    owner = {tid: r["question_id"] for r in rows for tid in r["trajectory_ids"]}
+    owner.update({qid: qid for qid in ids})
+    for d in _rows(con, f"SELECT DISTINCT row_id, reason FROM rejects WHERE row_id IN {page} ORDER BY reason",
+                   [list(owner)]):
+        reasons = by_id[owner[d["row_id"]]]["reasons"]
+        if d["reason"] not in reasons:
+            reasons.append(d["reason"])
 
 
 # --------------------------------------------------------------------------- one question
