@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from viewer_rows import write_many_questions
 
 from hopforge.errors import StorageError
-from hopforge.storage import open_catalog
+from hopforge.storage import ShardWriter, open_catalog
 from hopforge.viewer.queries import (
     QuestionFilter,
     answer_pattern,
@@ -85,3 +86,19 @@ def test_details_of_question_and_trajectory(small_run):
         assert t["answer_turn"] == 5 and len(t["turns"]) == 9
         assert t["turns"][6]["loss_weight"] == 0.5 and t["turns"][6]["judge_label"] == "not_necessary"
         assert trajectory_detail(con, "missing") is None
+
+
+def test_pages_keep_file_order_through_semi_join_filters(tmp_path):
+    out = write_many_questions(tmp_path / "data", 6_000, rows_per_shard=1_000)
+    kept_idx = [i for i in range(6_000) if i % 7 == 0]
+    with ShardWriter(out, "kept", run_id="f1") as w:
+        # written in reverse: the page order must follow the questions' order, not the kept table's
+        w.write_many([{"trajectory_id": f"t{i}", "question_id": f"q{i:08d}"} for i in reversed(kept_idx)])
+    with open_catalog(out) as con:
+        for page in (1, 2, 10):
+            got = question_page(con, QuestionFilter(status="kept"), page=page, size=50)
+            assert [r["question_id"] for r in got.rows] == [f"q{i:08d}" for i in kept_idx[(page - 1) * 50:page * 50]]
+            assert got.total == len(kept_idx)
+        both = question_page(con, QuestionFilter(status="kept", hops=2), page=3, size=20)
+        expected = [i for i in kept_idx if i % 4 == 0]
+        assert [r["question_id"] for r in both.rows] == [f"q{i:08d}" for i in expected[40:60]]
