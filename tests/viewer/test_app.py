@@ -51,18 +51,33 @@ def test_overview_shows_funnel_rejects_and_tables(client):
 
 def test_overview_links_card_plots_and_serves_only_card_files(small_run, fresh_client):
     client = fresh_client
-    card = small_run / "card"
-    card.mkdir()
-    (card / "hops.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    (card / "README.md").write_text("# Data card\n")
+    plots = small_run / "export" / "plots"
+    plots.mkdir(parents=True)
+    (plots / "hops.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    (small_run / "export" / "README.md").write_text("# Data card <script>x</script>\n")
     r = client.get("/")
-    assert '<img class="plot" src="/files/card/hops.png"' in r.text
-    assert 'href="/files/card/README.md"' in r.text
-    assert client.get("/files/card/hops.png").content.startswith(b"\x89PNG")
-    # Anything else under OUT, or outside it, is not served.
+    assert '<p><a href="/card/0/README.md">export/README.md</a></p>' in r.text
+    assert '<img class="plot" src="/card/1/hops.png" alt="export/plots/hops.png">' in r.text
+    assert client.get("/card/1/hops.png").content.startswith(b"\x89PNG")
+    readme = client.get("/card/0/README.md")
+    assert readme.headers["content-type"].startswith("text/plain")  # shown as text, never as HTML
+    # Only files found by the scan, by their index and name: nothing else under OUT or outside it.
+    assert client.get("/card/0/hops.png").status_code == 404
+    assert client.get("/card/7/README.md").status_code == 404
+    assert client.get("/card/0/..%2F..%2Fquestions%2F_manifest.jsonl").status_code == 404
     assert client.get("/files/questions/_manifest.jsonl").status_code == 404
-    assert client.get("/files/card/../questions/_manifest.jsonl").status_code == 404
-    assert client.get("/files/%2e%2e/%2e%2e/etc/passwd").status_code == 404
+
+
+def test_card_directory_given_explicitly(small_run, tmp_path):
+    dest = tmp_path / "hf-export"
+    (dest / "plots").mkdir(parents=True)
+    (dest / "plots" / "tokens.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    with TestClient(create_app(small_run, card=dest)) as c:
+        r = c.get("/")
+        assert '<img class="plot" src="/card/0/tokens.png" alt="plots/tokens.png">' in r.text
+        assert f"from <code>{dest.resolve()}</code>" in r.text
+    with TestClient(create_app(small_run, card=tmp_path / "empty")) as c:
+        assert "No data card found in" in c.get("/").text
 
 
 def test_question_list_first_page_in_id_order_with_details(client):

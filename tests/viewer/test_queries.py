@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
-from viewer_rows import write_many_questions
 
 from hopforge.errors import StorageError
 from hopforge.storage import ShardWriter, open_catalog
@@ -88,17 +89,29 @@ def test_details_of_question_and_trajectory(small_run):
         assert trajectory_detail(con, "missing") is None
 
 
-def test_pages_keep_file_order_through_semi_join_filters(tmp_path):
-    out = write_many_questions(tmp_path / "data", 6_000, rows_per_shard=1_000)
-    kept_idx = [i for i in range(6_000) if i % 7 == 0]
+def test_page_order_is_file_order_and_id_order_under_joins(tmp_path):
+    """Pages must not reshuffle between requests: a semi-join loses file order, so it sorts by id."""
+    rng = random.Random(3)
+    order = list(range(6_000))
+    rng.shuffle(order)  # file order differs from id order
+    out = tmp_path / "data"
+    with ShardWriter(out, "questions", run_id="r1", rows_per_shard=1_000) as w:
+        w.write_many([{"question_id": f"q{i:08d}", "question": f"Q{i}?", "answer": f"A{i}", "hops": 2 + i % 4}
+                      for i in order])
+    kept_idx = sorted(i for i in range(6_000) if i % 7 == 0)
     with ShardWriter(out, "kept", run_id="f1") as w:
-        # written in reverse: the page order must follow the questions' order, not the kept table's
         w.write_many([{"trajectory_id": f"t{i}", "question_id": f"q{i:08d}"} for i in reversed(kept_idx)])
     with open_catalog(out) as con:
-        for page in (1, 2, 10):
-            got = question_page(con, QuestionFilter(status="kept"), page=page, size=50)
-            assert [r["question_id"] for r in got.rows] == [f"q{i:08d}" for i in kept_idx[(page - 1) * 50:page * 50]]
-            assert got.total == len(kept_idx)
+        hops3 = [i for i in order if 2 + i % 4 == 3]
+        for page in (1, 7, 30):
+            got = question_page(con, QuestionFilter(hops=3), page=page, size=50)
+            assert [r["question_id"] for r in got.rows] == [f"q{i:08d}" for i in hops3[(page - 1) * 50:page * 50]]
+        for _ in range(3):  # repeated: the failure this guards against was intermittent
+            for page in (1, 2, 10):
+                got = question_page(con, QuestionFilter(status="kept"), page=page, size=50)
+                assert [r["question_id"] for r in got.rows] == [
+                    f"q{i:08d}" for i in kept_idx[(page - 1) * 50:page * 50]]
+                assert got.total == len(kept_idx)
         both = question_page(con, QuestionFilter(status="kept", hops=2), page=3, size=20)
         expected = [i for i in kept_idx if i % 4 == 0]
         assert [r["question_id"] for r in both.rows] == [f"q{i:08d}" for i in expected[40:60]]

@@ -11,6 +11,7 @@ DNS-rebinding requests that would let a web page read the data through the brows
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -21,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from hopforge.errors import HopforgeError, SQLGuardError
+from hopforge.errors import HopforgeError, SQLGuardError, StorageError
 from hopforge.viewer import queries
 from hopforge.viewer.catalog import LiveCatalog
 
@@ -29,9 +30,11 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 TEMPLATES = Path(__file__).parent / "templates"
-# Where the export stage may have written the data card; checked in order, all kept.
-CARD_GLOBS = ("card/**/*", "*/card/**/*", "export/**/card*/**/*", "export/**/*.png")
-CARD_SUFFIXES = {".png", ".md", ".svg", ".json"}
+# Where a data card may sit under OUT when --card is not given (`hopforge export --dest` writes
+# dest/README.md and dest/plots/*.png; exporting into OUT/export or OUT/card is common).
+CARD_GLOBS = ("card/*", "card/plots/*", "export/*", "export/plots/*", "export/*/*", "export/*/plots/*")
+CARD_SUFFIXES = {".png", ".svg", ".md", ".json"}
+PLOT_SUFFIXES = {".png", ".svg"}
 
 
 def _environment() -> jinja2.Environment:
@@ -58,11 +61,16 @@ def _num(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
-def card_files(out: Path) -> list[Path]:
-    """Data-card files (plots, markdown) found under ``out``; empty when no card was exported."""
+def card_files(out: Path, card: Path | None = None) -> list[Path]:
+    """Data-card files (plots, README, manifest): under ``card`` if given, else under ``out``'s usual places.
+
+    Degrades to an empty list when no card was exported.
+    """
+    patterns = ("*", "plots/*") if card is not None else CARD_GLOBS
+    root = card if card is not None else out
     found: dict[Path, None] = {}
-    for pattern in CARD_GLOBS:
-        for p in sorted(out.glob(pattern)):
+    for pattern in patterns:
+        for p in sorted(root.glob(pattern)):
             if p.is_file() and p.suffix.lower() in CARD_SUFFIXES:
                 found[p.resolve()] = None
     return list(found)
@@ -90,11 +98,21 @@ def _page_url(filters: dict[str, Any], page: int) -> str:
     return "/questions?" + urlencode({**filters, "page": page} if page > 1 else filters)
 
 
-def create_app(out: str | Path) -> FastAPI:
-    """The viewer app over the data directory ``out`` (opened lazily, reopened when shards change)."""
+def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
+    """The viewer app over the data directory ``out`` (opened lazily, reopened when shards change).
+
+    ``card`` is an export directory whose data card (README.md, plots/*.png) the overview shows;
+    without it the usual places under ``out`` are searched.
+    """
     catalog = LiveCatalog(out)
+    card_dir = Path(card).resolve() if card is not None else None
     templates = Jinja2Templates(env=_environment())
-    app = FastAPI(title="hopforge viewer", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        catalog.close()
+
+    app = FastAPI(title="hopforge viewer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.catalog = catalog
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost", "testserver"])
 
@@ -112,10 +130,6 @@ def create_app(out: str | Path) -> FastAPI:
         return templates.TemplateResponse(request, "error.html", {"message": str(exc), "title": "error"},
                                           status_code=400)
 
-    @app.on_event("shutdown")
-    def _close() -> None:
-        catalog.close()
-
     def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
@@ -124,19 +138,25 @@ def create_app(out: str | Path) -> FastAPI:
         with catalog.cursor() as con:
             key = f"overview:{catalog.generation}"
             data = catalog.cache.get(key) or catalog.cache.setdefault(key, queries.overview(con, catalog.out))
-        files = card_files(catalog.out)
+        files = [{"url": f"/card/{i}/{quote(p.name)}", "name": _card_label(p), "plot": p.suffix.lower() in PLOT_SUFFIXES}
+                 for i, p in enumerate(card_files(catalog.out, card_dir))]
         return page(request, "overview.html", title="overview", out=str(catalog.out), **data,
-                    plots=[p.relative_to(catalog.out).as_posix() for p in files if p.suffix.lower() in {".png", ".svg"}],
-                    docs=[p.relative_to(catalog.out).as_posix() for p in files
-                          if p.suffix.lower() not in {".png", ".svg"}])
+                    card=str(card_dir) if card_dir else None,
+                    plots=[f for f in files if f["plot"]], docs=[f for f in files if not f["plot"]])
 
-    @app.get("/files/{path:path}")
-    def card_file(path: str):
-        wanted = (catalog.out / path).resolve()
-        # Only the card files found by the scan are served: never an arbitrary path under OUT.
-        if wanted not in set(card_files(catalog.out)):
-            raise HTTPException(404, f"no data-card file {path!r}")
-        return FileResponse(wanted)
+    def _card_label(p: Path) -> str:
+        root = card_dir or catalog.out
+        return p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name
+
+    @app.get("/card/{index}/{name}")
+    def card_file(index: int, name: str):
+        # Files are addressed by their place in the scan, never by a path from the request.
+        files = card_files(catalog.out, card_dir)
+        if not 0 <= index < len(files) or files[index].name != name:
+            raise HTTPException(404, f"no data-card file {index}/{name}")
+        path = files[index]
+        media = "text/plain; charset=utf-8" if path.suffix.lower() in {".md", ".json"} else None
+        return FileResponse(path, media_type=media)
 
     @app.get("/questions", response_class=HTMLResponse)
     def question_list(
@@ -209,11 +229,13 @@ def create_app(out: str | Path) -> FastAPI:
     return app
 
 
-def serve(out: str | Path, port: int = 8765) -> None:
+def serve(out: str | Path, port: int = 8765, card: str | Path | None = None) -> None:
     """Serve the viewer on 127.0.0.1:``port`` until interrupted (never on another interface)."""
     import uvicorn
 
-    app = create_app(out)
+    if card is not None and not Path(card).is_dir():
+        raise StorageError(f"--card {card}: not a directory (pass the --dest of `hopforge export`)")
+    app = create_app(out, card)
     with app.state.catalog.cursor():  # fail now, with the storage error, if OUT is not a data directory
         pass
     log.warning("hopforge viewer on http://%s:%d/ (Ctrl-C to stop)", HOST, port)

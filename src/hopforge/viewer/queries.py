@@ -4,9 +4,11 @@ Every query is a constant SQL string; values from the request are bound as ``?``
 parameters, never formatted into SQL.
 
 The question list pages in file order (shards as written, rows within a shard) with
-``LIMIT ? OFFSET ?`` and no ``ORDER BY``: DuckDB keeps insertion order and skips whole
-row groups by their row counts, so page 18,000 of a 1M-row table costs about what page 1
-does (benchmarks/results/viewer.md). Keyset paging on ``question_id`` was measured and
+``LIMIT ? OFFSET ?`` and no ``ORDER BY``: DuckDB keeps insertion order through scans and
+filters and skips whole row groups by their row counts, so page 18,000 of a 1M-row table
+costs about what page 1 does (benchmarks/results/viewer.md). Filters that consult another
+table are semi-joins, which do not keep insertion order (a test caught pages reshuffling
+between requests), so those pages are ordered by ``question_id``: correct, and slower. Keyset paging on ``question_id`` was measured and
 dropped: ids are content hashes, unsorted in the shards, so every ``ORDER BY question_id``
 page is a top-n over the whole table and fetching the page's wide columns decompresses
 every row group (several times slower at 1M rows). The extra columns of a page
@@ -101,6 +103,12 @@ class QuestionFilter:
                        self.turns_max if self.turns_max is not None else 2**31 - 1]
         return " AND ".join(conds), params
 
+    @property
+    def joins(self) -> bool:
+        """Whether a filter consults another table (a semi-join, which does not keep file order)."""
+        return (self.status in ("kept", "rejected") or bool(self.reason) or self.solve_min is not None
+                or self.solve_max is not None or self.turns_min is not None or self.turns_max is not None)
+
     def as_query(self) -> dict[str, Any]:
         """The non-default filters, for building links that keep them."""
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -130,13 +138,16 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = N
 
 def question_page(con: duckdb.DuckDBPyConnection, flt: QuestionFilter, page: int = 1,
                   size: int = PAGE_SIZE) -> QuestionPage:
-    """Page ``page`` (1-based) of the questions matching ``flt``, in file order."""
+    """Page ``page`` (1-based) of the questions matching ``flt``: in file order, or in id order
+    when a filter joins another table (DuckDB keeps insertion order through scans, filters and
+    LIMIT, not through joins, and a page order that changes between requests would skip rows)."""
     if page < 1:
         raise StorageError(f"page must be 1 or more, got {page}")
     where, params = flt.where()
+    order = "ORDER BY q.question_id" if flt.joins else ""
     total = _rows(con, f"SELECT count(*) AS n FROM questions q WHERE {where}", params)[0]["n"]
     rows = _rows(con, "SELECT q.question_id, q.question, q.answer, q.hops, q.passed, q.composer "
-                      f"FROM questions q WHERE {where} LIMIT ? OFFSET ?", [*params, size, (page - 1) * size])
+                      f"FROM questions q WHERE {where} {order} LIMIT ? OFFSET ?", [*params, size, (page - 1) * size])
     _attach_page_details(con, rows)
     return QuestionPage(rows=rows, total=total, page=page, pages=max(1, -(-total // size)), size=size)
 
