@@ -293,3 +293,31 @@ def test_paging_over_200k_questions_returns_the_right_slices(tmp_path):
         assert c.get("/questions", params={"page": 0}).status_code == 400
     assert build_s < 30, f"building 200k rows took {build_s:.1f}s"
     assert deep_s < 5, f"a deep page took {deep_s:.2f}s"
+
+
+def test_a_300_turn_trajectory_renders_every_turn_and_jumps_to_the_answer(tmp_path):
+    out = tmp_path / "data"
+    with ShardWriter(out, "questions", run_id="r1") as w:
+        w.write({"question_id": "qL", "question": "Long?", "answer": "Needle Hill", "answer_aliases": ["Mt. Needle"],
+                 "hops": 4})
+    rows = [{"trajectory_id": "tL", "question_id": "qL", "turn_index": 0, "role": "user", "content": "Long?"}]
+    for i in range(1, 300):
+        if i % 2:
+            rows.append({"trajectory_id": "tL", "question_id": "qL", "turn_index": i, "role": "assistant",
+                         "reasoning": f"step {i}", "tool_name": "search", "tool_args": {"query": f"q{i}", "k": 3}})
+        else:
+            text = "Mt. Needle rises here." if i == 212 else f"result {i} about Needle Hillside"
+            rows.append({"trajectory_id": "tL", "question_id": "qL", "turn_index": i, "role": "tool",
+                         "tool_name": "search", "content": text,
+                         "context_action": "truncated" if i == 150 else "none"})
+    with ShardWriter(out, "turns", run_id="r1") as w:
+        w.write_many(rows)
+    with TestClient(create_app(out)) as c:
+        r = c.get("/t/tL")
+    assert r.status_code == 200
+    assert len(re.findall(r'<div class="turn [^"]+" id="turn-\d+">', r.text)) == 300
+    # "Needle Hillside" is not the answer (whole words only); the alias at turn 212 is
+    assert '<a href="#turn-212">The answer first appears in an observation at turn 212' in r.text
+    assert '<mark class="answer">Mt. Needle</mark> rises here.' in r.text
+    assert '<div class="context-event" id="context-150">context truncated at turn 150</div>' in r.text
+    assert "status <b>–</b>" in r.text  # turns written before the trajectory row: still readable
