@@ -18,17 +18,22 @@ from hopforge.viewer.app import TEMPLATES
 ESCAPED_SCRIPT = "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;"
 
 
+def client_for(out, card=None) -> TestClient:
+    # The viewer accepts only Host 127.0.0.1/localhost (DNS-rebinding guard); TestClient's default is "testserver".
+    return TestClient(create_app(out, card), base_url="http://127.0.0.1:8765")
+
+
 @pytest.fixture(scope="module")
 def client(_small_run_once):
     """One app for the read-only tests (opening the catalog is most of a test's time)."""
-    with TestClient(create_app(_small_run_once)) as c:
+    with client_for(_small_run_once) as c:
         yield c
 
 
 @pytest.fixture
 def fresh_client(small_run):
     """An app over a private copy, for tests that add files."""
-    with TestClient(create_app(small_run)) as c:
+    with client_for(small_run) as c:
         yield c
 
 
@@ -72,11 +77,11 @@ def test_card_directory_given_explicitly(small_run, tmp_path):
     dest = tmp_path / "hf-export"
     (dest / "plots").mkdir(parents=True)
     (dest / "plots" / "tokens.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    with TestClient(create_app(small_run, card=dest)) as c:
+    with client_for(small_run, card=dest) as c:
         r = c.get("/")
         assert '<img class="plot" src="/card/0/tokens.png" alt="plots/tokens.png">' in r.text
         assert f"from <code>{dest.resolve()}</code>" in r.text
-    with TestClient(create_app(small_run, card=tmp_path / "empty")) as c:
+    with client_for(small_run, card=tmp_path / "empty") as c:
         assert "No data card found in" in c.get("/").text
 
 
@@ -199,6 +204,8 @@ def test_sql_box_runs_read_only_queries_escaped(client):
     r = client.get("/sql", params={"q": "SELECT question_id, hops FROM questions ORDER BY question_id"})
     assert r.status_code == 200
     assert re.findall(r"<tr><td>(q\d)</td><td>(\d)</td></tr>", r.text) == [("q1", "2"), ("q2", "3"), ("q3", "1")]
+    r = client.get("/sql", params={"q": "SELECT 1 AS a, 2 AS a"})
+    assert "<tr><th>a</th><th>a_1</th></tr>" in r.text and "<tr><td>1</td><td>2</td></tr>" in r.text
     r = client.get("/sql", params={"q": f"SELECT '{SCRIPT}' AS s"})
     assert "<script" not in r.text.replace("<textarea", "") and ESCAPED_SCRIPT in r.text
     assert client.get("/sql").status_code == 200
@@ -232,6 +239,9 @@ def test_security_headers_and_host_check(client):
     assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none' forbids scripts
     assert r.headers["content-security-policy"].startswith("default-src 'none'")
     assert client.get("/", headers={"host": "attacker.example"}).status_code == 400
+    assert client.get("/", headers={"host": "localhost:8765"}).status_code == 200
+    with TestClient(create_app(client.app.state.catalog.out)) as default_host:  # Host: testserver
+        assert default_host.get("/").status_code == 400
 
 
 def test_templates_never_mark_data_safe():
@@ -250,7 +260,7 @@ def test_new_shards_show_up_without_restarting(small_run, fresh_client):
 
 
 def test_missing_data_directory_is_a_clear_error(tmp_path):
-    with TestClient(create_app(tmp_path / "absent")) as c:
+    with client_for(tmp_path / "absent") as c:
         r = c.get("/questions")
     assert r.status_code == 400
     assert "does not exist" in r.text
@@ -264,7 +274,7 @@ def test_paging_over_200k_questions_returns_the_right_slices(tmp_path):
     t0 = time.perf_counter()
     out = write_many_questions(tmp_path / "big", 200_000, rows_per_shard=50_000)
     build_s = time.perf_counter() - t0
-    with TestClient(create_app(out)) as c:
+    with client_for(out) as c:
         r = c.get("/questions")
         assert question_ids(r.text) == [f"q{i:08d}" for i in range(50)]
         assert '<b id="total">200,000</b>' in r.text and "page <span id=\"page-no\">1</span> of 4,000" in r.text
@@ -312,7 +322,7 @@ def test_a_300_turn_trajectory_renders_every_turn_and_jumps_to_the_answer(tmp_pa
                          "context_action": "truncated" if i == 150 else "none"})
     with ShardWriter(out, "turns", run_id="r1") as w:
         w.write_many(rows)
-    with TestClient(create_app(out)) as c:
+    with client_for(out) as c:
         r = c.get("/t/tL")
     assert r.status_code == 200
     assert len(re.findall(r'<div class="turn [^"]+" id="turn-\d+">', r.text)) == 300

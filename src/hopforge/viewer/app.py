@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from hopforge.errors import HopforgeError, SQLGuardError, StorageError
+from hopforge.errors import HopforgeError, StorageError
 from hopforge.viewer import queries
 from hopforge.viewer.catalog import LiveCatalog
 
@@ -107,6 +107,7 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
     catalog = LiveCatalog(out)
     card_dir = Path(card).resolve() if card is not None else None
     templates = Jinja2Templates(env=_environment())
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
@@ -114,7 +115,7 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
 
     app = FastAPI(title="hopforge viewer", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.catalog = catalog
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost", "testserver"])
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[HOST, "localhost"])
 
     @app.middleware("http")
     async def _security_headers(request: Request, call_next):
@@ -129,6 +130,11 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
     async def _hopforge_error(request: Request, exc: HopforgeError):
         return templates.TemplateResponse(request, "error.html", {"message": str(exc), "title": "error"},
                                           status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return templates.TemplateResponse(request, "error.html", {"message": str(exc.detail), "title": "error"},
+                                          status_code=exc.status_code)
 
     def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
@@ -215,13 +221,11 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
                 with catalog.cursor() as con:
                     table = queries.run_sql(con, q)
                 ctx["columns"] = table.column_names
-                rows = table.to_pylist()
-                ctx["truncated"] = len(rows) > queries.SQL_ROW_LIMIT
-                ctx["rows"] = [[r[c] for c in table.column_names] for r in rows[: queries.SQL_ROW_LIMIT]]
-            except SQLGuardError as e:
-                ctx["error"] = str(e)
-                return page(request, "sql.html", status_code=400, **ctx)
-            except HopforgeError as e:
+                ctx["truncated"] = table.num_rows > queries.SQL_ROW_LIMIT
+                # column by column: a result may repeat a column name (SELECT 1 AS a, 2 AS a)
+                columns = [c.to_pylist() for c in table.slice(0, queries.SQL_ROW_LIMIT).columns]
+                ctx["rows"] = [list(r) for r in zip(*columns, strict=True)]
+            except HopforgeError as e:  # SQLGuardError: refused; StorageError: failed or timed out
                 ctx["error"] = str(e)
                 return page(request, "sql.html", status_code=400, **ctx)
         return page(request, "sql.html", **ctx)
