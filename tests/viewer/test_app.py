@@ -331,3 +331,12 @@ def test_a_300_turn_trajectory_renders_every_turn_and_jumps_to_the_answer(tmp_pa
     assert '<mark class="answer">Mt. Needle</mark> rises here.' in r.text
     assert '<div class="context-event" id="context-150">context truncated at turn 150</div>' in r.text
     assert "status <b>–</b>" in r.text  # turns written before the trajectory row: still readable
+
+
+def test_data_from_a_newer_schema_is_refused_with_the_reason(small_run):
+    manifest = small_run / "kept" / "_manifest.jsonl"
+    manifest.write_text(manifest.read_text().replace('"schema_version":1', '"schema_version":2'))
+    with client_for(small_run) as c:
+        r = c.get("/")
+    assert r.status_code == 400
+    assert "table &#39;kept&#39; was written with schema version 2" in r.text and "upgrade hopforge" in r.text
