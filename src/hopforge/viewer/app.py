@@ -24,7 +24,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from hopforge.errors import HopforgeError, StorageError
 from hopforge.viewer import queries
-from hopforge.viewer.catalog import LiveCatalog
+from hopforge.viewer.live_catalog import LiveCatalog
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hopforge.storage import ShardWriter
 from hopforge.storage.catalog import fetch_arrow
-from hopforge.viewer.catalog import LiveCatalog
+from hopforge.viewer.live_catalog import LiveCatalog
 
 
 def _count(cat: LiveCatalog) -> int:
