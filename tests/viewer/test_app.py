@@ -330,6 +330,10 @@ def test_a_300_turn_trajectory_renders_every_turn_and_jumps_to_the_answer(tmp_pa
     assert '<a href="#turn-212">The answer first appears in an observation at turn 212' in r.text
     assert '<mark class="answer">Mt. Needle</mark> rises here.' in r.text
     assert '<div class="context-event" id="context-150">context truncated at turn 150</div>' in r.text
+    minimap = r.text[r.text.index('<nav class="minimap"'):r.text.index("</nav>")]
+    ticks = re.findall(r'<a href="#turn-(\d+)" class="([^"]+)"', minimap)
+    assert [int(i) for i, _ in ticks] == list(range(300))
+    assert "answer-tick" in ticks[212][1] and "context-tick" in ticks[150][1] and "role-assistant" in ticks[1][1]
     assert "status <b>–</b>" in r.text  # turns written before the trajectory row: still readable
 
 
