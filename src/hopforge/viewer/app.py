@@ -242,5 +242,5 @@ def serve(out: str | Path, port: int = 8765, card: str | Path | None = None) -> 
     app = create_app(out, card)
     with app.state.catalog.cursor():  # fail now, with the storage error, if OUT is not a data directory
         pass
-    log.warning("hopforge viewer on http://%s:%d/ (Ctrl-C to stop)", HOST, port)
+    log.info("hopforge viewer on http://%s:%d/ (Ctrl-C to stop)", HOST, port)
     uvicorn.run(app, host=HOST, port=port, log_level="warning")
