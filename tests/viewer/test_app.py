@@ -51,6 +51,8 @@ def test_overview_shows_funnel_rejects_and_tables(client):
     assert funnel["trajectories answered"] == "2"
     assert funnel["trajectories kept"] == "1"
     assert '<a href="/questions?reason=answer_mismatch">answer_mismatch</a>' in r.text
+    # a page-level reject is counted but not linked: no question carries it
+    assert "<td>parser_timeout</td><td class=\"n\">1</td>" in r.text
     assert "No data card found" in r.text
 
 
@@ -120,6 +122,12 @@ def test_question_list_filters(client, query, expected):
     assert r.status_code == 200, r.text
     assert question_ids(r.text) == expected
     assert f'<b id="total">{len(expected)}</b>' in r.text
+
+
+def test_reason_options_are_those_of_questions_and_trajectories(client):
+    r = client.get("/questions")
+    options = re.findall(r'<option value="([a-z_]+)"', r.text[r.text.index('name="reason"'):])
+    assert options == ["ambiguous_answer", "answer_mismatch", "turn_limit_reached"]
 
 
 def test_question_list_keeps_filters_in_the_form(client):

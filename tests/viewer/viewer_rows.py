@@ -103,6 +103,8 @@ def write_small_run(out: Path) -> Path:
              "row_id": "t2", "detail": "40 turns"},
             {"stage": "questions", "step": "answer_unique", "reason": "ambiguous_answer", "row_table": "questions",
              "row_id": "q3", "detail": f"two candidates {SCRIPT}"},
+            {"stage": "ingest", "step": "parse_page", "reason": "parser_timeout", "row_table": "pages",
+             "row_id": "4242", "detail": "page 4242 took over 30 s"},
         ])
     with ShardWriter(out, "difficulty", run_id="d1") as w:
         w.write_many([{"question_id": "q1", "k": 4, "solve_rate_no_tools": 0.0, "solve_rate_tools": 0.5,

@@ -136,6 +136,12 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
         return templates.TemplateResponse(request, "error.html", {"message": str(exc.detail), "title": "error"},
                                           status_code=exc.status_code)
 
+    def _reasons(con) -> list[str]:
+        key = f"reasons:{catalog.generation}"  # whole-table scan: once per catalog generation
+        if key not in catalog.cache:
+            catalog.cache[key] = queries.reject_reasons(con)
+        return catalog.cache[key]
+
     def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
 
@@ -144,10 +150,11 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
         with catalog.cursor() as con:
             key = f"overview:{catalog.generation}"
             data = catalog.cache.get(key) or catalog.cache.setdefault(key, queries.overview(con, catalog.out))
+            question_reasons = _reasons(con)
         files = [{"url": f"/card/{i}/{quote(p.name)}", "name": _card_label(p), "plot": p.suffix.lower() in PLOT_SUFFIXES}
                  for i, p in enumerate(card_files(catalog.out, card_dir))]
         return page(request, "overview.html", title="overview", out=str(catalog.out), **data,
-                    card=str(card_dir) if card_dir else None,
+                    card=str(card_dir) if card_dir else None, question_reasons=question_reasons,
                     plots=[f for f in files if f["plot"]], docs=[f for f in files if not f["plot"]])
 
     def _card_label(p: Path) -> str:
@@ -185,8 +192,7 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
         with catalog.cursor() as con:
             number = _opt_int(page_no, "page")
             result = queries.question_page(con, flt, page=1 if number is None else number)
-            key = f"reasons:{catalog.generation}"
-            reasons = catalog.cache.get(key) or catalog.cache.setdefault(key, queries.reject_reasons(con))
+            reasons = _reasons(con)
         base = flt.as_query()
         return page(request, "questions.html", title="questions", page=result, flt=flt, reasons=reasons,
                     statuses=queries.STATUSES,

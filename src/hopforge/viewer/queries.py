@@ -320,8 +320,11 @@ def overview(con: duckdb.DuckDBPyConnection, out: Path) -> dict[str, Any]:
 
 
 def reject_reasons(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [r["reason"] for r in _rows(con, "SELECT DISTINCT reason FROM rejects WHERE reason IS NOT NULL "
-                                            "ORDER BY reason")]
+    """Reasons that rejected a question or a trajectory (not a page or a link): the list's filter options."""
+    return [r["reason"] for r in _rows(
+        con, "SELECT DISTINCT reason FROM rejects WHERE reason IS NOT NULL AND (row_id IN "
+             "(SELECT question_id FROM questions) OR row_id IN (SELECT trajectory_id FROM trajectories)) "
+             "ORDER BY reason")]
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, sql: str, limit: int = SQL_ROW_LIMIT,
