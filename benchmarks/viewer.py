@@ -155,7 +155,7 @@ def main() -> None:
         ("SQL box: count by hops", "/sql?q=SELECT+hops,+count(*)+FROM+questions+GROUP+BY+1"),
     ]
     results = []
-    with TestClient(create_app(out)) as client:
+    with TestClient(create_app(out), base_url="http://127.0.0.1:8765") as client:  # the Host check wants 127.0.0.1
         t0 = time.perf_counter()
         client.get("/sql?q=SELECT+1")
         open_s = time.perf_counter() - t0
