@@ -189,6 +189,7 @@ def test_trajectory_timeline(client):
     assert '<code>search(query="observatory river mouth", k=5)</code>' in r.text
     assert '<pre class="thought">I should find the observatory first.</pre>' in r.text
     assert "<span>812 ms</span><span>tokens 300 / 40</span>" in r.text
+    assert '<b>0</b> · <a href="/t/t3" title="answered">1</a>' in r.text  # the other attempt, one click away
     assert "<script" not in r.text and ESCAPED_SCRIPT in r.text
 
 

@@ -253,6 +253,8 @@ def trajectory_detail(con: duckdb.DuckDBPyConnection, trajectory_id: str) -> dic
                    "WHERE question_id = ? LIMIT 1", [traj.get("question_id")])
     traj["question"] = q[0] if q else None
     traj["rejects"] = _rows(con, "SELECT stage, step, reason, detail FROM rejects WHERE row_id = ?", [trajectory_id])
+    traj["attempts"] = _rows(con, "SELECT trajectory_id, attempt, status FROM trajectories WHERE question_id = ? "
+                                  "ORDER BY attempt, trajectory_id", [traj.get("question_id")])
     answers = []
     if q:
         answers = [q[0].get("answer"), *(q[0].get("answer_aliases") or [])]
