@@ -151,8 +151,8 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
             key = f"overview:{catalog.generation}"
             data = catalog.cache.get(key) or catalog.cache.setdefault(key, queries.overview(con, catalog.out))
             question_reasons = _reasons(con)
-        files = [{"url": f"/card/{i}/{quote(p.name)}", "name": _card_label(p), "plot": p.suffix.lower() in PLOT_SUFFIXES}
-                 for i, p in enumerate(card_files(catalog.out, card_dir))]
+        files = [{"url": f"/card/{i}/{quote(p.name)}", "name": _card_label(p),
+                  "plot": p.suffix.lower() in PLOT_SUFFIXES} for i, p in enumerate(card_files(catalog.out, card_dir))]
         return page(request, "overview.html", title="overview", out=str(catalog.out), **data,
                     card=str(card_dir) if card_dir else None, question_reasons=question_reasons,
                     plots=[f for f in files if f["plot"]], docs=[f for f in files if not f["plot"]])

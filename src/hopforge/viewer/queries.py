@@ -8,10 +8,11 @@ The question list pages in file order (shards as written, rows within a shard) w
 filters and skips whole row groups by their row counts, so page 18,000 of a 1M-row table
 costs about what page 1 does (benchmarks/results/viewer.md). Filters that consult another
 table are semi-joins, which do not keep insertion order (a test caught pages reshuffling
-between requests), so those pages are ordered by ``question_id``: correct, and slower. Keyset paging on ``question_id`` was measured and
-dropped: ids are content hashes, unsorted in the shards, so every ``ORDER BY question_id``
-page is a top-n over the whole table and fetching the page's wide columns decompresses
-every row group (several times slower at 1M rows). The extra columns of a page
+between requests), so those pages are ordered by ``question_id``: correct, and slower.
+Keyset paging on ``question_id`` was measured and dropped: ids are content hashes,
+unsorted in the shards, so every ``ORDER BY question_id`` page is a top-n over the whole
+table and fetching the page's wide columns decompresses every row group (about twice as
+slow at 1M rows). The extra columns of a page
 (trajectory counts, solve rates, reject reasons) are fetched for the page's ids only,
 never aggregated over the whole table.
 """
