@@ -467,6 +467,25 @@ def card_cmd(
     console.print(f"dataset card: {render_card(cfg, dest)}")
 
 
+# --------------------------------------------------------------------------- viewer
+
+
+@app.command()
+def view(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (the viewer never listens on other interfaces).")] = 8765,
+    card: Annotated[Path | None, typer.Option(help="Export directory (`hopforge export --dest`) whose data card "
+                                                    "the overview shows [default: search OUT/card, OUT/export].")] = None,
+) -> None:
+    """Serve a local web page to read questions and trajectories (read-only, 127.0.0.1 only)."""
+    from hopforge.viewer import serve
+
+    cfg = settings(config, out)
+    console.print(f"hopforge viewer: http://127.0.0.1:{port}/  (data: {cfg.run.out}; Ctrl-C to stop)")
+    serve(cfg.run.out, port=port, card=card)
+
+
 def main() -> None:
     """Entry point: one clear line for expected errors, a traceback for bugs."""
     try:
