@@ -516,7 +516,7 @@ def test_cli_export_writes_dataset_and_card(run_dir, tmp_path):
 def _real_run(tmp_path: Path, policy: Any, faults: Any = None, **over: Any):
     from hopforge.synth.rollout import run_rollouts
     from hopforge.synth.scripted import ScriptedServer
-    from tests.synth.conftest import rollout_cfg, write_wiki
+    from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
 
     out = tmp_path / "out"
     write_wiki(out)
@@ -531,7 +531,7 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
     from hopforge.filters import run_filters, run_labels
     from hopforge.storage import query_arrow
     from hopforge.synth.scripted import FaultPlan, OraclePolicy
-    from tests.synth.conftest import QUESTIONS as ROLLOUT_QUESTIONS
+    from tests.synth.rollout_fixtures import QUESTIONS as ROLLOUT_QUESTIONS
 
     cfg, out = _real_run(tmp_path, OraclePolicy(ROLLOUT_QUESTIONS), FaultPlan(schedule={3: "garbage"}),
                          **{"teacher.protocol": protocol, "rollout.retries": 4})
