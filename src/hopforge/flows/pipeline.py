@@ -221,7 +221,7 @@ def pipeline(config_path: str | None = None, overrides: dict[str, Any] | None = 
     skipped: list[str] = []
     with cluster_for(cfg) as address:
         for i, name in enumerate(selected):
-            stage_flow = STAGE_FLOWS[name].with_options(task_runner=make_task_runner(cfg, address))
+            stage_flow = STAGE_FLOWS[name].with_options(task_runner=make_task_runner(cfg, address, name))
             state = stage_flow(cfg, refresh=refresh, return_state=True)
             data = state.result(raise_on_failure=False)
             if isinstance(data, dict):

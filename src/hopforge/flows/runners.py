@@ -56,12 +56,24 @@ def cluster_for(cfg: Config) -> Iterator[str | None]:
         yield None
 
 
-def make_task_runner(cfg: Config, address: str | None = None) -> Any:
+def teacher_is_managed(cfg: Config) -> bool:
+    """True when each rollout batch would launch its own local model server on
+    ``teacher.host:teacher.port`` (cpu / vllm backends without ``teacher.base_url``)."""
+    return cfg.teacher.backend in ("cpu", "vllm") and not cfg.teacher.base_url
+
+
+def make_task_runner(cfg: Config, address: str | None = None, stage: str | None = None) -> Any:
     """A fresh Prefect task runner for one flow run, as ``cfg.flows.task_runner`` says.
 
     ``address`` (from :func:`cluster_for`) overrides the configured cluster address.
+    Rollout batches with a hopforge-managed teacher run one at a time in the flow
+    process: each batch starts the server on the same fixed port, so two at once
+    would collide (and two model copies would not fit a GPU anyway). To scale
+    rollouts out, start the server once and set ``teacher.base_url``.
     """
     fc = cfg.flows
+    if stage == "rollouts" and teacher_is_managed(cfg):
+        return ThreadPoolTaskRunner(max_workers=1)
     if fc.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=fc.max_workers)
     if fc.task_runner == "dask":
