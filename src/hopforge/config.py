@@ -65,6 +65,12 @@ class SynthConfig(_Section):
     exclude_flags: list[str] = Field(default_factory=lambda: ["disambiguation", "list", "date"])
     max_in_degree: int | None = Field(default=None, ge=1)
     lead_link_weight: float = Field(default=2.0, gt=0)
+    # Recency start weight halves for every this many days a page's last revision is older than the newest.
+    recency_half_life_days: float = Field(default=365.0, gt=0)
+    batch_size: int = Field(default=1000, ge=1, le=1_000_000)  # questions per compose batch (one shard each)
+    workers: int = Field(default=1, ge=1, le=256)  # processes for run_questions
+    llm_max_tokens: int = Field(default=200, ge=16)  # LLM composer: tokens for one question
+    llm_concurrency: int = Field(default=16, ge=1, le=4096)  # LLM composer: requests in flight
 
     @model_validator(mode="after")
     def _hops(self) -> SynthConfig:

@@ -31,7 +31,9 @@ def save_arrays(out: str | Path, name: str, run_id: str, arrays: dict[str, np.nd
     files = {}
     for key, arr in arrays.items():
         tmp = d / f".{key}.npy.tmp"
-        np.save(tmp, np.ascontiguousarray(arr), allow_pickle=False)
+        # A file object, not a path: np.save appends ".npy" to a path that lacks it.
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
         os.replace(tmp, d / f"{key}.npy")
         files[key] = {"sha256": hashlib.sha256((d / f"{key}.npy").read_bytes()).hexdigest(),
                       "dtype": str(arr.dtype), "shape": list(arr.shape)}
