@@ -138,7 +138,14 @@ class FilterConfig(_Section):
     decontaminate: Path | None = None
     decontam_ngram: int = Field(default=13, ge=3)
     difficulty_k: int = Field(default=0, ge=0, le=64)
+    # Difficulty cut (applied when difficulty_k > 0): keep questions the teacher solves closed-book
+    # at most this often, and with tools more often than min_solve_rate_tools.
+    max_solve_rate_no_tools: float = Field(default=0.0, ge=0, le=1)
+    min_solve_rate_tools: float = Field(default=0.0, ge=0, lt=1)
     judge_window: int = Field(default=20, ge=1)
+    # Turn labels: ask the teacher for essential / not_necessary / harmful (else the rule policy).
+    label_judge: bool = False
+    not_necessary_weight: float = Field(default=0.0, ge=0, le=1)
 
 
 class ExportConfig(_Section):

@@ -222,6 +222,7 @@ KEPT = pa.schema(
         ("f1", pa.float64()),
         ("judge_verdict", pa.string()),
         ("judge_rationale", pa.string()),
+        ("action_hash", pa.string()),  # v2: hash of the action sequence, for exact-duplicate dedup on resume
     ]
 )
 
@@ -252,6 +253,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in SCHEMAS}
+SCHEMA_VERSIONS["kept"] = 2  # v2 added action_hash
 
 # Columns that identify a row; used for resume (skip ids already written) and dedup.
 ID_COLUMNS: dict[str, tuple[str, ...]] = {

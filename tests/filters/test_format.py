@@ -1,0 +1,38 @@
+import pytest
+from trajectory_builders import GOOD_ACTIONS, make_episode
+
+from hopforge.filters.format import FormatFilter
+
+
+def decide(ep):
+    return FormatFilter()(ep)
+
+
+def test_good_trajectory_passes():
+    assert decide(make_episode()).keep
+
+
+@pytest.mark.parametrize(
+    ("actions", "reason"),
+    [
+        ([("bad", "<tool_call>{search", "unterminated JSON"), *GOOD_ACTIONS], "unparseable_call"),
+        ([("call", "browse", {"query": "x"}), *GOOD_ACTIONS], "unknown_tool"),
+        ([("call", "search", {"query": "  "}), *GOOD_ACTIONS], "invalid_tool_args"),
+        ([("call", "search", {"query": "x", "k": 0}), *GOOD_ACTIONS], "invalid_tool_args"),
+        ([("call", "visit", {"query": "x"}), *GOOD_ACTIONS], "invalid_tool_args"),
+        ([*GOOD_ACTIONS, ("say", "one more thing")], "turns_after_answer"),
+    ],
+)
+def test_format_rejections(actions, reason):
+    d = decide(make_episode(actions))
+    assert (d.keep, d.reason) == (False, reason)
+
+
+def test_no_answer_and_bad_status():
+    d = decide(make_episode(GOOD_ACTIONS[:-1]))  # the builder sets status turn_limit without an answer
+    assert d.reason == "status_turn_limit"
+    d = decide(make_episode(GOOD_ACTIONS[:-1], status="answered"))
+    assert d.reason == "no_final_answer"
+    ep = make_episode()
+    ep.turns = []
+    assert decide(ep).reason == "no_turns"

@@ -1,0 +1,146 @@
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode, question, write_dataset
+
+from hopforge.config import load_config
+from hopforge.errors import ConfigError
+from hopforge.filters import run_filters, run_labels
+from hopforge.storage import query_arrow, read_table
+
+LOOP = ("search", "Zorblax", "nothing")
+
+
+def dataset(out: Path) -> None:
+    q2 = question("q2", question="Who wrote the novel adapted into the film directed by the Quux director?",
+                  answer="Jane Doe", answer_aliases=[], path=["Quux", "Film", "Jane Doe"])
+    q_dup = question("q3", question=question()["question"].replace("capital", "main city"))  # near-duplicate of q1
+    eps = [
+        make_episode(GOOD_ACTIONS, tid="good"),
+        make_episode([*GOOD_ACTIONS[:-1], ("answer", "donau")], tid="alias"),  # alias, other case
+        make_episode(GOOD_ACTIONS, tid="dup-of-good"),  # identical action sequence
+        make_episode([*GOOD_ACTIONS[:-1], ("answer", "Rhine")], tid="wrong"),
+        make_episode([LOOP, LOOP, LOOP, *GOOD_ACTIONS], tid="loop"),
+        make_episode([("search", "x", "y"), ("answer", "Danube")], tid="lazy"),
+        make_episode(GOOD_ACTIONS[:-1], tid="unfinished"),
+        make_episode([("bad", "{oops", "no JSON"), *GOOD_ACTIONS], tid="unparseable"),
+        make_episode([("search", "Quux film", "Film by a director. The novel is by Jane Doe."),
+                      ("visit", "Film", "Adapted from Jane Doe's novel."), ("visit", "Jane Doe", "Writer."),
+                      ("answer", "Jane Doe")], tid="other-q", q=q2),
+        make_episode(GOOD_ACTIONS, tid="on-dup-q", q=q_dup),
+    ]
+    write_dataset(out, [question(), q2, q_dup], eps, turns_per_shard=25)
+
+
+def cfg_for(out: Path, **overrides):
+    return load_config(None, {"run.out": str(out), "filters.minhash_threshold": 0.5, **overrides})
+
+
+def test_run_filters_routes_every_trajectory_and_funnel_adds_up(out):
+    dataset(out)
+    report = run_filters(cfg_for(out))
+    kept = {r["trajectory_id"]: r for r in read_table(out, "kept").to_pylist()}
+    rejects = {r["row_id"]: r for r in read_table(out, "rejects").to_pylist()}
+    assert set(kept) == {"good", "alias", "other-q"}
+    assert {k: (v["step"], v["reason"]) for k, v in rejects.items()} == {
+        "on-dup-q": ("near_duplicate_question", "near_duplicate_question"),
+        "dup-of-good": ("duplicate_trajectory", "duplicate_trajectory"),
+        "wrong": ("answer", "answer_mismatch"),
+        "loop": ("degeneration", "repeated_call_loop"),
+        "lazy": ("effort", "too_few_tool_calls"),
+        "unfinished": ("format", "status_turn_limit"),
+        "unparseable": ("format", "unparseable_call"),
+    }
+    assert all(r["stage"] == "filter" and r["row_table"] == "kept" for r in rejects.values())
+    assert kept["alias"]["correct"] and kept["alias"]["f1"] == 1.0 and kept["alias"]["action_hash"]
+    assert report["in"] == 10 and report["kept"] == 3 and report["rejected"] == 7
+    steps = report["steps"]
+    for i, s in enumerate(steps):
+        assert s["in"] == s["kept"] + s["rejected"]
+        assert sum(n for _, n in s["top_reasons"]) == s["rejected"]
+        if i:
+            assert s["in"] == steps[i - 1]["kept"]
+    saved = json.loads(Path(report["report_path"]).read_text())
+    assert saved["steps"] == steps and Path(report["report_path"]).parent == out / "reports"
+
+
+def test_run_filters_is_idempotent(out):
+    dataset(out)
+    run_filters(cfg_for(out))
+    again = run_filters(cfg_for(out))
+    assert again["in"] == 0 and again["skipped_already_decided"] == 10
+    assert read_table(out, "kept").num_rows == 3 and read_table(out, "rejects").num_rows == 7
+    # A new trajectory duplicating an already-kept one is caught through kept.action_hash.
+    from hopforge.storage import ShardWriter
+    late = make_episode(GOOD_ACTIONS, tid="late-dup")
+    with ShardWriter(out, "trajectories", run_id="rollout2") as w:
+        w.write(late.trajectory)
+    with ShardWriter(out, "turns", run_id="rollout2") as w:
+        w.write_many(late.turns)
+    third = run_filters(cfg_for(out))
+    assert third["in"] == 1 and third["steps"][-1]["top_reasons"] == [["duplicate_trajectory", 1]]
+
+
+def test_decontamination_and_difficulty_steps(out, tmp_path):
+    dataset(out)
+    bench = tmp_path / "bench.txt"
+    bench.write_text("Who wrote the novel adapted into the film directed by the Quux director?\n", encoding="utf-8")
+
+    async def closed_book(q, attempt):
+        return "Danube" if q["question_id"] == "q1" else "no idea"
+
+    report = run_filters(cfg_for(out, **{"filters.decontaminate": str(bench), "filters.decontam_ngram": 8,
+                                          "filters.difficulty_k": 2}), solver=closed_book)
+    rejects = {r["row_id"]: r for r in read_table(out, "rejects").to_pylist()}
+    assert rejects["other-q"]["reason"] == "benchmark_overlap" and "bench.txt line 1" in rejects["other-q"]["detail"]
+    assert rejects["good"]["reason"] == "solvable_without_tools"
+    diff = {r["question_id"]: r for r in read_table(out, "difficulty").to_pylist()}
+    assert diff["q1"]["solve_rate_no_tools"] == 1.0 and diff["q1"]["k"] == 2
+    # With tools: the first k=2 recorded rollout attempts of q1 (attempt 0, by id: "alias", "dup-of-good").
+    assert diff["q1"]["solve_rate_tools"] == 1.0
+    assert diff["q2"]["solve_rate_tools"] == 1.0 and diff["q2"]["solve_rate_no_tools"] == 0.0
+    assert [s["step"] for s in report["steps"]][:3] == ["decontaminate", "near_duplicate_question", "difficulty"]
+    assert report["difficulty"] == {"calibrated": 3, "already_calibrated": 0}
+
+
+def test_llm_judge_without_teacher_module_is_a_config_error(out):
+    dataset(out)
+    try:
+        import hopforge.synth.teacher  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="filters.llm_judge needs the teacher client"):
+            run_filters(cfg_for(out, **{"filters.llm_judge": True}))
+    else:
+        pytest.skip("the rollout branch's teacher is present; covered by its integration test")
+
+
+def test_run_labels_rules_then_judge_and_catalog_view(out):
+    dataset(out)
+    run_filters(cfg_for(out))
+    stats = run_labels(cfg_for(out))
+    assert stats["trajectories"] == 3 and stats["assistant_turn_policies"] == {"rules-v1": 12}
+    labels = read_table(out, "turn_labels").to_pylist()
+    assert {r["trajectory_id"] for r in labels} == {"good", "alias", "other-q"}
+    # The catalog's turns view joins the labels: loss_weight is queryable beside the turn text.
+    rows = query_arrow(out, "SELECT role, sum(loss_weight) AS w FROM turns WHERE trajectory_id = 'good' "
+                            "GROUP BY role ORDER BY role").to_pylist()
+    assert rows == [{"role": "assistant", "w": 4.0}, {"role": "system", "w": 0.0}, {"role": "tool", "w": 0.0},
+                    {"role": "user", "w": 0.0}]
+    assert run_labels(cfg_for(out))["trajectories"] == 0  # idempotent
+
+
+def test_run_labels_with_judge_batches_per_window(out):
+    dataset(out)
+    run_filters(cfg_for(out))
+
+    def reply(prompt):
+        line = prompt.rsplit("Label every assistant turn among ", 1)[1].split(":", 1)[0]
+        return orjson.dumps([{"turn": int(t.strip()[1:]), "label": "essential", "rationale": "needed"}
+                             for t in line.split(",")]).decode()
+
+    teacher = FakeTeacher(reply)
+    stats = run_labels(cfg_for(out, **{"filters.label_judge": True, "filters.judge_window": 3}), judge=teacher)
+    assert stats["judge_requests"] == len(teacher.requests) == 6  # 3 trajectories x ceil(4 / 3) windows
+    assert stats["judge_labels"] == {"essential": 12} and stats["judge_fallback_windows"] == 0
