@@ -153,7 +153,13 @@ class ExportConfig(_Section):
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     window_turns: int | None = Field(default=None, ge=2)
     reasoning: Literal["keep", "drop", "shorten"] = "keep"
+    # reasoning = "shorten": keep head and tail of the thinking up to this many characters.
+    reasoning_max_chars: int = Field(default=1024, ge=16)
+    # Weight of an assistant turn the label stage has not labelled (no turn_labels row).
+    unlabelled_weight: float = Field(default=1.0, ge=0)
+    rows_per_shard: int = Field(default=10_000, ge=1)
     push_to_hub: str | None = None
+    hub_private: bool = True
 
 
 class FlowConfig(_Section):
