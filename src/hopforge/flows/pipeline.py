@@ -154,7 +154,7 @@ def filter_and_label_flow(cfg: Config, refresh: bool = False) -> dict:
     filt = tasks.configure(tasks.filters_task, cfg, talks_to_teacher=judge, refresh=refresh)
     parts = {"filters": _single("filter_and_label", filt, cfg, tables_digest(cfg.run.out, READS["filters"]))}
     if parts["filters"][0].ok:
-        lab = tasks.configure(tasks.labels_task, cfg, talks_to_teacher=judge, refresh=refresh)
+        lab = tasks.configure(tasks.labels_task, cfg, talks_to_teacher=cfg.filters.label_judge, refresh=refresh)
         parts["labels"] = _single("filter_and_label", lab, cfg, tables_digest(cfg.run.out, READS["labels"]))
     return _finish(_combine("filter_and_label", parts, t0))
 

@@ -66,13 +66,15 @@ def make_task_runner(cfg: Config, address: str | None = None, stage: str | None 
     """A fresh Prefect task runner for one flow run, as ``cfg.flows.task_runner`` says.
 
     ``address`` (from :func:`cluster_for`) overrides the configured cluster address.
-    Rollout batches with a hopforge-managed teacher run one at a time in the flow
-    process: each batch starts the server on the same fixed port, so two at once
-    would collide (and two model copies would not fit a GPU anyway). To scale
-    rollouts out, start the server once and set ``teacher.base_url``.
+    Teacher-bound batches (rollouts, LLM-composed questions) with a hopforge-managed
+    teacher run one at a time in the flow process: each batch starts the server on
+    the same fixed port, so two at once would collide (and two model copies would
+    not fit a GPU anyway). To scale rollouts out, start the server once and set
+    ``teacher.base_url``.
     """
     fc = cfg.flows
-    if stage == "rollouts" and teacher_is_managed(cfg):
+    teacher_stage = stage == "rollouts" or (stage == "questions" and cfg.synth.composer == "llm")
+    if teacher_stage and teacher_is_managed(cfg):
         return ThreadPoolTaskRunner(max_workers=1)
     if fc.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=fc.max_workers)

@@ -100,7 +100,8 @@ def labels_task(cfg: Config, upstream: str, label: str = "labels") -> dict:
 def export_task(cfg: Config, fmt: str, dest: str, upstream: str, label: str = "export") -> dict:
     from hopforge.storage.export import export_dataset
 
-    return export_dataset(cfg, fmt, Path(dest))
+    # publish owns OUT/export/<format>: a re-publish after new data replaces it.
+    return export_dataset(cfg, fmt, Path(dest), overwrite=True)
 
 
 @task(name="render_card", task_run_name="card", **_COMMON)
