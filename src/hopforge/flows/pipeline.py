@@ -38,7 +38,7 @@ from hopforge.flows.runners import cluster_for, make_task_runner
 
 # The tables each task kind reads (its cache key includes their manifests' digest).
 READS: dict[str, tuple[str, ...]] = {
-    "build_graph": ("pages", "redirects"),
+    "build_graph": ("pages", "links_raw", "redirects_raw", "ingest_batches"),
     "compose": ("nodes", "links", "pages"),
     "roll_out": ("questions", "pages", "redirects"),
     "filters": ("questions", "trajectories", "turns"),
