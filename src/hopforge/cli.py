@@ -209,6 +209,70 @@ def inspect(
         _print_arrow(query_arrow(cfg.run.out, f"SELECT * FROM {table} LIMIT {int(rows)}"), "table", None, rows)
 
 
+# --------------------------------------------------------------------------- graph
+
+
+@app.command()
+def ingest(
+    dump: Annotated[str | None, typer.Argument(
+        help="Dump path (.xml, .xml.bz2, multistream .xml.bz2 beside its -index.txt.bz2) or http(s) URL "
+             "[default: graph.dump].", show_default=False)] = None,
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: graph.workers].")] = None,
+    batch_pages: Annotated[int | None, typer.Option(help="Pages per batch [default: graph.batch_pages].")] = None,
+    page_timeout: Annotated[float | None, typer.Option(
+        "--page-timeout", help="Per-page parse time limit in seconds [default: graph.page_timeout_s].")] = None,
+) -> None:
+    """Parse a Wikipedia dump into pages, links, redirects and the link graph (resumes an interrupted run)."""
+    from hopforge.graph import run_ingest
+
+    cfg = settings(config, out, seed, run_id, **{"graph.dump": dump, "graph.workers": workers,
+                                                 "graph.batch_pages": batch_pages,
+                                                 "graph.page_timeout_s": page_timeout})
+    stats = run_ingest(cfg, progress=True)
+    sys.stdout.buffer.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@graph_app.command("stats")
+def graph_stats(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    run_id: RunOpt = None,
+    top: Annotated[int, typer.Option(help="Top PageRank nodes to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Nodes, edges, degree distribution, components and top PageRank of the link graph."""
+    from hopforge.graph import LinkGraph
+    from hopforge.storage import read_table
+
+    cfg = settings(config, out)
+    g = LinkGraph.load(cfg.run.out, run_id)
+    run = run_id or g.meta.get("run")
+    nodes = read_table(cfg.run.out, "nodes", run=run, columns=["node", "pagerank"]) if run else \
+        read_table(cfg.run.out, "nodes", columns=["node", "pagerank"])
+    import numpy as np
+
+    pr = np.zeros(g.n_nodes)
+    pr[nodes.column("node").to_numpy()] = nodes.column("pagerank").to_numpy()
+    st = g.stats(top=top, pagerank=pr)
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(st, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    t = Table("metric", "value")
+    for k in ("nodes", "edges", "weak_components", "strong_components", "largest_scc"):
+        t.add_row(k, str(st[k]))
+    for k in ("out_degree", "in_degree"):
+        t.add_row(k, ", ".join(f"{a}={b}" for a, b in st[k].items()))
+    console.print(t)
+    tp = Table("rank", "title", "pagerank")
+    for i, r in enumerate(st.get("top_pagerank", []), 1):
+        tp.add_row(str(i), r["title"], f"{r['pagerank']:.6f}")
+    console.print(tp)
+
+
 # --------------------------------------------------------------------------- flows
 
 StagesOpt = Annotated[str | None, typer.Option(

@@ -95,6 +95,46 @@ REDIRECTS = pa.schema(
     ]
 )
 
+# Staging tables of the graph stage: written per ingest batch, before the whole
+# title set is known; build_graph resolves them into `links` and `redirects`.
+LINKS_RAW = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("src_id", pa.int64()),
+        ("src_title", pa.string()),
+        ("target", pa.string()),  # normalised title (namespace prefix canonical, fragment cut)
+        ("raw_target", pa.string()),
+        ("anchor", pa.string()),
+        ("sentence", pa.string()),
+        ("position", pa.int32()),
+        ("in_lead", pa.bool_()),
+    ]
+)
+
+REDIRECTS_RAW = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("title", pa.string()),
+        ("page_id", pa.int64()),
+        ("target", pa.string()),  # normalised direct target
+        ("fragment", pa.string()),
+    ]
+)
+
+# One row per finished ingest batch, written last: a batch with a row here is done.
+INGEST_BATCHES = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("source", pa.string()),
+        ("index", pa.int32()),
+        ("pages", pa.int32()),
+        ("redirects", pa.int32()),
+        ("links", pa.int32()),
+        ("rejects", pa.int32()),
+        ("seconds", pa.float64()),
+    ]
+)
+
 NODES = pa.schema(
     [
         ("node", pa.int32()),  # row index in the CSR arrays
@@ -241,6 +281,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "pages": PAGES,
     "links": LINKS,
     "redirects": REDIRECTS,
+    "links_raw": LINKS_RAW,
+    "redirects_raw": REDIRECTS_RAW,
+    "ingest_batches": INGEST_BATCHES,
     "nodes": NODES,
     "walks": WALKS,
     "questions": QUESTIONS,
@@ -260,6 +303,9 @@ ID_COLUMNS: dict[str, tuple[str, ...]] = {
     "pages": ("page_id",),
     "links": ("src_id", "position"),
     "redirects": ("title",),
+    "links_raw": ("src_id", "position"),
+    "redirects_raw": ("title",),
+    "ingest_batches": ("batch_id",),
     "nodes": ("node",),
     "walks": ("walk_id",),
     "questions": ("question_id",),

@@ -1,0 +1,502 @@
+"""Ingest: dump -> pages, links_raw, redirects_raw, rejects (per batch), then build_graph.
+
+Batching:
+- multistream ``.xml.bz2`` with its ``-index.txt.bz2``: batches are runs of whole
+  bz2 streams taken from the index; a worker seeks to its byte range and
+  decompresses only that (no shared decompression at all).
+- plain ``.xml`` / ``.xml.bz2``: one sequential pass (the bz2 format cannot be
+  entered in the middle) cuts the dump into batches of ``batch_pages`` raw pages,
+  spilled zstd-compressed under ``OUT/_work/ingest/<dump key>/``; workers parse
+  the batches in parallel. Parsing wikitext costs far more than decompression,
+  so the single sequential pass is not the bottleneck.
+
+Batch ids are content hashes of (dump identity, batch_pages, index, first and
+last page id), so a re-run plans the same batches and skips those already
+recorded in ``ingest_batches`` (written last for each batch). Each table's
+shard of a batch is one atomic write; a batch interrupted between shards is
+finished on re-run without duplicating the shards it already wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import signal
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import multiprocessing as mp
+
+import orjson
+import pyarrow as pa
+
+from hopforge.config import Config
+from hopforge.errors import DumpError
+from hopforge.graph import wikitext
+from hopforge.graph.dump import (
+    DumpBreak,
+    index_path_for,
+    is_bz2,
+    iter_pages,
+    open_blocks,
+    page_head,
+    read_multistream_index,
+)
+from hopforge.graph.fetch import resolve_dump
+from hopforge.graph.titles import SiteInfo
+from hopforge.storage import content_id, read_table, write_shard
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+_REDIRECT_FRAGMENT = re.compile(r"\[\[[^\]|#]*#([^\]|]*)")
+_REDIRECT_TEXT = re.compile(r"\s*#REDIRECT\s*:?\s*\[\[([^\]|]+)", re.I)
+
+
+@dataclass(frozen=True)
+class IngestBatch:
+    """A picklable description of one unit of ingest work."""
+
+    batch_id: str
+    index: int
+    source: str  # dump file name, recorded in pages.source
+    kind: str  # "chunk" (spilled zstd raw pages) | "multistream" (byte range of the dump)
+    path: str
+    start: int = 0
+    end: int = 0
+    pages: int = 0  # pages in the batch (as planned; multistream: from the index)
+    site: dict = field(default_factory=dict, hash=False, compare=False)
+    titles_path: str = ""
+    breaks: tuple = ()  # DumpBreak dicts found while planning, written as rejects by this batch
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _dump_key(dump: Path, cfg: Config) -> str:
+    st = dump.stat()
+    h = hashlib.blake2b(digest_size=10)
+    with open(dump, "rb") as f:
+        h.update(f.read(1 << 16))
+        f.seek(max(0, st.st_size - (1 << 16)))
+        h.update(f.read())
+    return content_id(dump.name, st.st_size, h.hexdigest(), cfg.graph.batch_pages, sorted(cfg.graph.namespaces))
+
+
+def plan_ingest(cfg: Config) -> list[IngestBatch]:
+    """Resolve the dump (download / Special:Export if configured) and cut it into batches.
+
+    The plan is cached in ``OUT/_work/ingest/<key>/plan.json`` once complete, so
+    re-planning a resumed run is free and yields identical batch ids.
+    """
+    dump = resolve_dump(cfg)
+    key = _dump_key(dump, cfg)
+    work = Path(cfg.run.out) / "_work" / "ingest" / key
+    plan_file = work / "plan.json"
+    if plan_file.exists():
+        return [IngestBatch(**{**d, "breaks": tuple(d["breaks"])}) for d in orjson.loads(plan_file.read_bytes())]
+    work.mkdir(parents=True, exist_ok=True)
+    index = index_path_for(dump) if is_bz2(dump) else None
+    if index is not None:
+        batches = _plan_multistream(cfg, dump, index, key, work)
+    else:
+        batches = _plan_sequential(cfg, dump, key, work)
+    tmp = work / ".plan.json.tmp"
+    tmp.write_bytes(orjson.dumps([asdict(b) for b in batches]))
+    os.replace(tmp, plan_file)
+    return batches
+
+
+def _plan_sequential(cfg: Config, dump: Path, key: str, work: Path) -> list[IngestBatch]:
+    namespaces = set(cfg.graph.namespaces)
+    blocks = open_blocks(dump)
+    batches: list[IngestBatch] = []
+    site: SiteInfo | None = None
+    titles_path = work / "titles.txt"
+    titles_out = open(titles_path.with_suffix(".tmp"), "w", encoding="utf-8")
+    sink = None
+    n = 0
+    first_id = last_id = None
+    breaks: list[dict] = []
+
+    def close_batch() -> None:
+        nonlocal sink, n, first_id, last_id
+        if sink is None:
+            return
+        sink.close()
+        i = len(batches)
+        bid = content_id(key, i, first_id, last_id, n, prefix="b")
+        batches.append(IngestBatch(bid, i, dump.name, "chunk", str(work / f"batch-{i:06d}.xml.zst"), pages=n,
+                                   site=site.to_dict(), titles_path=str(titles_path)))
+        sink, n, first_id, last_id = None, 0, None, None
+
+    try:
+        for item in iter_pages(blocks):
+            if isinstance(item, SiteInfo):
+                site = item
+                continue
+            if isinstance(item, DumpBreak):
+                breaks.append(asdict(item))
+                continue
+            head = page_head(item)
+            if head.ns not in namespaces:
+                continue
+            titles_out.write(SiteInfo.normalize(site, head.title)[0] + "\n")
+            if sink is None:
+                sink = pa.CompressedOutputStream(str(work / f"batch-{len(batches):06d}.xml.zst"), "zstd")
+            sink.write(item)
+            sink.write(b"\n")
+            n += 1
+            first_id = head.page_id if first_id is None else first_id
+            last_id = head.page_id
+            if n >= cfg.graph.batch_pages:
+                close_batch()
+        close_batch()
+    finally:
+        titles_out.close()
+        if sink is not None:
+            sink.close()
+    os.replace(titles_path.with_suffix(".tmp"), titles_path)
+    if site is None:
+        raise DumpError(f"{dump}: no <siteinfo> found")
+    if breaks:
+        if not batches:
+            bid = content_id(key, 0, "empty", prefix="b")
+            batches.append(IngestBatch(bid, 0, dump.name, "chunk", "", site=site.to_dict(),
+                                       titles_path=str(titles_path)))
+        last = batches[-1]
+        batches[-1] = IngestBatch(**{**asdict(last), "breaks": tuple(breaks)})
+    return batches
+
+
+def _plan_multistream(cfg: Config, dump: Path, index: Path, key: str, work: Path) -> list[IngestBatch]:
+    rows = read_multistream_index(index)
+    if not rows:
+        raise DumpError(f"{index}: empty multistream index")
+    first_offset = rows[0][0]
+    site = None
+    for item in iter_pages(open_blocks(dump, 0, first_offset)):
+        if isinstance(item, SiteInfo):
+            site = item
+            break
+    if site is None:
+        raise DumpError(f"{dump}: no <siteinfo> in the first bz2 stream (compressed bytes 0..{first_offset})")
+    namespaces = set(cfg.graph.namespaces)
+    titles_path = work / "titles.txt"
+    with open(titles_path.with_suffix(".tmp"), "w", encoding="utf-8") as f:
+        for _off, _pid, title in rows:
+            t, _frag, ns = site.normalize(title)
+            if ns in namespaces:
+                f.write(t + "\n")
+    os.replace(titles_path.with_suffix(".tmp"), titles_path)
+
+    streams: list[tuple[int, int, int, int]] = []  # offset, pages, first id, last id
+    for off, pid, _t in rows:
+        if streams and streams[-1][0] == off:
+            o, c, a, _b = streams[-1]
+            streams[-1] = (o, c + 1, a, pid)
+        else:
+            streams.append((off, 1, pid, pid))
+    size = dump.stat().st_size
+    batches: list[IngestBatch] = []
+    group: list[tuple[int, int, int, int]] = []
+
+    def close(end: int) -> None:
+        if not group:
+            return
+        i = len(batches)
+        n = sum(s[1] for s in group)
+        bid = content_id(key, i, group[0][2], group[-1][3], n, prefix="b")
+        batches.append(IngestBatch(bid, i, dump.name, "multistream", str(dump), group[0][0], end, n,
+                                   site.to_dict(), str(titles_path)))
+        group.clear()
+
+    for j, s in enumerate(streams):
+        group.append(s)
+        if sum(g[1] for g in group) >= cfg.graph.batch_pages:
+            close(streams[j + 1][0] if j + 1 < len(streams) else size)
+    close(size)
+    return batches
+
+
+# ----------------------------------------------------------------------------- one batch
+
+_TITLES: dict[str, frozenset[str]] = {}
+
+
+def _titles(path: str) -> frozenset[str]:
+    """The dump's title set (cached per process: every batch of a run shares it)."""
+    if path not in _TITLES:
+        _TITLES.clear()
+        with open(path, encoding="utf-8") as f:
+            _TITLES[path] = frozenset(line.rstrip("\n") for line in f)
+    return _TITLES[path]
+
+
+class PageTimeout(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (SIGALRM; main thread only).
+
+    Off the main thread (e.g. a thread task runner) a signal cannot be used; the
+    caller then checks the elapsed time afterwards and rejects the page anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(_sig, _frame):
+        raise PageTimeout()
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _child_text(el: ET.Element | None, tag: str) -> str | None:
+    if el is None:
+        return None
+    c = el.find(tag)
+    return c.text if c is not None else None
+
+
+class _ZstdBlocks:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.error = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if not self.path:
+            return
+        with pa.input_stream(self.path, compression="zstd") as f:
+            while block := f.read(1 << 20):
+                yield block
+
+
+def _reject(reason: str, row_id: Any, detail: str, step: str = "parse_page", table: str = "pages") -> dict:
+    return {"stage": STAGE, "step": step, "reason": reason, "row_table": table, "row_id": str(row_id),
+            "detail": detail}
+
+
+def _parse_ts(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    try:
+        return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _run_ids(cfg: Config, table: str, column: str) -> set:
+    return set(read_table(cfg.run.out, table, run=cfg.run_id, columns=[column]).column(column).to_pylist())
+
+
+def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
+    """Parse one batch and write its pages / links_raw / redirects_raw / rejects shards.
+
+    Idempotent: a batch recorded in ``ingest_batches`` is skipped; a batch cut
+    short between shards writes only the shards it is missing.
+    """
+    t0 = time.monotonic()
+    out, run = cfg.run.out, cfg.run_id
+    if batch.batch_id in _run_ids(cfg, "ingest_batches", "batch_id"):
+        return {"batch_id": batch.batch_id, "skipped": True}
+    site = SiteInfo.from_dict(batch.site)
+    titles = _titles(batch.titles_path)
+    namespaces = set(cfg.graph.namespaces)
+    limit = cfg.graph.page_timeout_s
+
+    pages: dict[int, dict] = {}
+    links: dict[int, list[dict]] = {}
+    redirects: dict[str, dict] = {}
+    rejects: list[dict] = [_reject(b["reason"], "", b["detail"], step="read_dump", table="pages")
+                           for b in batch.breaks]
+    blocks = open_blocks(Path(batch.path), batch.start, batch.end) if batch.kind == "multistream" \
+        else _ZstdBlocks(batch.path)
+    seen = 0
+    for item in iter_pages(blocks, want_header=False):
+        if isinstance(item, DumpBreak):
+            rejects.append(_reject(item.reason, "", item.detail, step="read_dump"))
+            continue
+        seen += 1
+        try:
+            el = ET.fromstring(item)
+        except ET.ParseError as e:
+            head = page_head(item)
+            rejects.append(_reject("malformed_xml", head.page_id or "",
+                                   f"page {head.title!r} in {batch.source}: {e}"))
+            continue
+        try:
+            ns = int(_child_text(el, "ns") or 0)
+            page_id = int(_child_text(el, "id") or "")
+        except ValueError:
+            rejects.append(_reject("malformed_xml", "", f"page {_child_text(el, 'title')!r} in {batch.source}: "
+                                                         f"missing or non-numeric <ns>/<id>"))
+            continue
+        if ns not in namespaces:
+            continue
+        raw_title = _child_text(el, "title") or ""
+        title = site.normalize(raw_title)[0]
+        rev = el.find("revision")
+        text = _child_text(rev, "text") or ""
+        red = el.find("redirect")
+        red_target = red.get("title", "") if red is not None else None
+        if red_target is None and (m := _REDIRECT_TEXT.match(text)):
+            red_target = m.group(1)  # old or hand-made dumps without a <redirect/> element
+        if red_target:
+            target, fragment, _ns = site.normalize(red_target)
+            m = _REDIRECT_FRAGMENT.search(text)
+            redirects[title] = {"batch_id": batch.batch_id, "title": title, "page_id": page_id, "target": target,
+                                "fragment": (m.group(1).strip() if m else fragment) or None}
+            continue
+        prev = pages.get(page_id)
+        if prev is not None and prev["title"] != title:
+            # Page ids are the join key of links and the CSR graph: a second title under the same id
+            # would silently merge two pages. Real dumps never do this; hand-made test dumps do.
+            rejects.append(_reject("duplicate_page_id", page_id, f"page {title!r} reuses the id of "
+                                                                 f"{prev['title']!r} in {batch.source}"))
+            continue
+        started = time.monotonic()
+        try:
+            with _time_limit(limit):
+                parsed = wikitext.extract(title, text, site, namespaces)
+            if time.monotonic() - started > limit:
+                raise PageTimeout()
+        except PageTimeout:
+            rejects.append(_reject("parser_timeout", page_id, f"page {title!r}: wikitext parse exceeded "
+                                                              f"{limit:g}s ({len(text)} chars)"))
+            continue
+        except RecursionError:
+            rejects.append(_reject("parser_error", page_id, f"page {title!r}: nesting too deep for the parser"))
+            continue
+        except Exception as e:  # mwparserfromhell raises assorted errors on pathological markup
+            rejects.append(_reject("parser_error", page_id, f"page {title!r}: {type(e).__name__}: {e}"))
+            continue
+        rev_id = _child_text(rev, "id")
+        red_links = sum(1 for lk in parsed.links if lk.target not in titles)
+        # The same page listed again later in the dump replaces the earlier copy (newer revision).
+        pages[page_id] = {
+            "page_id": page_id, "title": title, "ns": ns,
+            "revision_id": int(rev_id) if rev_id and rev_id.isdigit() else None,
+            "revision_timestamp": _parse_ts(_child_text(rev, "timestamp")),
+            "text": parsed.text, "lead": parsed.lead, "short_description": parsed.short_description,
+            "infobox_type": parsed.infobox_type, "infobox": parsed.infobox, "categories": parsed.categories,
+            "is_disambiguation": parsed.is_disambiguation, "is_list": parsed.is_list, "is_date": parsed.is_date,
+            "wikitext_bytes": len(text.encode("utf-8")), "red_links": red_links, "source": batch.source,
+        }
+        links[page_id] = [
+            {"batch_id": batch.batch_id, "src_id": page_id, "src_title": title, "target": lk.target,
+             "raw_target": lk.raw_target, "anchor": lk.anchor, "sentence": lk.sentence,
+             "position": lk.position, "in_lead": lk.in_lead}
+            for lk in parsed.links
+        ]
+    if blocks.error is not None:  # multistream byte range that does not decompress
+        rejects.append(_reject(blocks.error.reason, "", blocks.error.detail, step="read_dump"))
+
+    link_rows = [r for rows in links.values() for r in rows]
+    _write_missing(cfg, batch, rejects, link_rows, list(redirects.values()), list(pages.values()))
+    seconds = time.monotonic() - t0
+    stats = {"batch_id": batch.batch_id, "source": batch.source, "index": batch.index, "pages": len(pages),
+             "redirects": len(redirects), "links": len(link_rows), "rejects": len(rejects), "seconds": seconds}
+    write_shard(out, "ingest_batches", pa.Table.from_pylist([stats]), run_id=run, config_hash=cfg.config_hash())
+    return {**stats, "skipped": False, "raw_pages": seen}
+
+
+def _write_missing(cfg: Config, batch: IngestBatch, rejects: list[dict], link_rows: list[dict],
+                   redirect_rows: list[dict], page_rows: list[dict]) -> None:
+    """Write each table's shard unless an earlier, interrupted attempt already wrote it."""
+    out, run, ch = cfg.run.out, cfg.run_id, cfg.config_hash()
+
+    def put(table: str, rows: list[dict]) -> None:
+        if rows:
+            from hopforge.storage import schema_for
+            write_shard(out, table, pa.Table.from_pylist(rows, schema=schema_for(table)), run_id=run,
+                        config_hash=ch)
+
+    if rejects:
+        done = set(zip(*[read_table(out, "rejects", run=run, columns=[c]).column(c).to_pylist()
+                         for c in ("step", "detail")], strict=True))
+        put("rejects", [r for r in rejects if (r["step"], r["detail"]) not in done])
+    if link_rows and batch.batch_id not in _run_ids(cfg, "links_raw", "batch_id"):
+        put("links_raw", link_rows)
+    if redirect_rows and batch.batch_id not in _run_ids(cfg, "redirects_raw", "batch_id"):
+        put("redirects_raw", redirect_rows)
+    if page_rows:
+        have = _run_ids(cfg, "pages", "page_id")
+        put("pages", [r for r in page_rows if r["page_id"] not in have])
+
+
+# ----------------------------------------------------------------------------- the whole stage
+
+
+def _pool_ingest(cfg: Config, batch: IngestBatch) -> dict:
+    return ingest_batch(cfg, batch)
+
+
+def run_ingest(cfg: Config, *, progress: bool = False) -> dict:
+    """Plan, ingest every pending batch on ``cfg.graph.workers`` processes, then build the graph."""
+    from hopforge.graph.build import build_graph
+
+    t0 = time.monotonic()
+    batches = plan_ingest(cfg)
+    t_plan = time.monotonic() - t0
+    done = _run_ids(cfg, "ingest_batches", "batch_id")
+    pending = [b for b in batches if b.batch_id not in done]
+    results: list[dict] = []
+    bar = None
+    if progress:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        bar = Progress(console=Console(stderr=True))  # stdout stays clean for the JSON stats
+        bar.start()
+        task = bar.add_task("ingest batches", total=len(batches), completed=len(batches) - len(pending))
+    try:
+        if cfg.graph.workers > 1 and len(pending) > 1:
+            # fork: works from any caller (spawn/forkserver re-import __main__, which breaks unguarded
+            # scripts and notebooks); the flows wiring calls ingest_batch per task instead of this pool.
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ProcessPoolExecutor(max_workers=min(cfg.graph.workers, len(pending)), mp_context=ctx) as pool:
+                futures = [pool.submit(_pool_ingest, cfg, b) for b in pending]
+                for fut in as_completed(futures):
+                    results.append(fut.result())
+                    if bar:
+                        bar.advance(task)
+        else:
+            for b in pending:
+                results.append(ingest_batch(cfg, b))
+                if bar:
+                    bar.advance(task)
+    finally:
+        if bar:
+            bar.stop()
+    t_ingest = time.monotonic() - t0 - t_plan
+    graph = build_graph(cfg)
+    return {
+        "dump": batches[0].source if batches else None,
+        "batches": len(batches), "batches_skipped": len(batches) - len(pending),
+        "pages": sum(r.get("pages", 0) for r in results),
+        "redirects": sum(r.get("redirects", 0) for r in results),
+        "links_raw": sum(r.get("links", 0) for r in results),
+        "rejects": sum(r.get("rejects", 0) for r in results),
+        "seconds_plan": round(t_plan, 3), "seconds_ingest": round(t_ingest, 3),
+        "seconds": round(time.monotonic() - t0, 3),
+        "graph": graph,
+    }

@@ -1,0 +1,304 @@
+"""Ingest on the real dumps (enwiki-233, enwiki-tiny-70, ltgwiki-tiny-8) and on broken ones."""
+
+from __future__ import annotations
+
+import bz2
+import time
+
+import numpy as np
+import pytest
+
+from hopforge.errors import DumpError
+from hopforge.graph import LinkGraph, ingest_batch, plan_ingest, run_ingest
+from hopforge.graph import ingest as ingest_mod
+from hopforge.storage import query_arrow, read_table
+from hopforge.storage.arrays import load_arrays
+
+from .conftest import make_cfg, page_xml, wiki_file, write_dump
+
+
+def _one(out, sql):
+    rows = query_arrow(out, sql).to_pylist()
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+# ----------------------------------------------------------------------------- enwiki-233
+
+
+def test_enwiki233_pages_and_in_set_edges(enwiki233):
+    out = enwiki233.run.out
+    assert enwiki233._stats["pages"] == 233 and enwiki233._stats["rejects"] == 0
+    assert read_table(out, "pages").num_rows == 233
+    assert _one(out, "SELECT count(DISTINCT page_id) AS n FROM pages")["n"] == 233
+    g = LinkGraph.load(out)
+    assert g.n_nodes == 233
+    assert g.n_edges > 1500
+    assert _one(out, "SELECT count(*) AS n FROM nodes")["n"] == 233
+
+
+def test_enwiki233_known_link_with_anchor_and_sentence(enwiki233):
+    row = _one(enwiki233.run.out, "SELECT * FROM links WHERE src_title = 'Abraham Lincoln' "
+                                  "AND dst_title = 'American Civil War' ORDER BY position LIMIT 1")
+    assert row["anchor"] == "American Civil War" and row["raw_target"] == "American Civil War"
+    assert row["sentence"] == ("Lincoln led the nation through the American Civil War, the country's greatest "
+                               "moral, cultural, constitutional, and political crisis.")
+    assert row["in_lead"] is True and row["via_redirect"] is False
+
+
+def test_enwiki233_infobox_facts(enwiki233):
+    row = _one(enwiki233.run.out, "SELECT * FROM pages WHERE title = 'Albert Einstein'")
+    facts = {kv["key"]: kv["value"] for kv in row["infobox"]}
+    assert row["infobox_type"] == "scientist"
+    assert facts["birth_date"] == "1879-03-14"
+    assert facts["birth_place"] == "Ulm, Kingdom of Württemberg, German Empire"
+    assert facts["death_place"] == "Princeton, New Jersey, U.S."
+    assert facts["doctoral_advisor"] == "Alfred Kleiner"
+    assert row["short_description"] == "German-born scientist who developed the theory of relativity"
+    assert "\n\n" in row["text"] and "{{" not in row["text"] and "<ref" not in row["text"]
+    assert row["lead"].startswith("Albert Einstein")
+    assert row["source"] == "enwiki-233.xml.bz2" and row["revision_timestamp"].year == 2021
+
+
+def test_enwiki233_csr_contract(enwiki233):
+    out = enwiki233.run.out
+    arrays, meta = load_arrays(out, "graph")
+    indptr, indices = arrays["indptr"], arrays["indices"]
+    assert isinstance(indptr, np.memmap) and indptr.dtype == np.int64 and indices.dtype == np.int32
+    assert arrays["edge_position"].dtype == np.int32 and arrays["edge_in_lead"].dtype == bool
+    assert meta["n_nodes"] == 233 and meta["n_edges"] == len(indices) and meta["dump"] == "enwiki-233.xml.bz2"
+    for u in range(233):
+        row = indices[indptr[u]: indptr[u + 1]]
+        assert np.all(np.diff(row) > 0), "sorted, one edge per (src, dst)"
+        assert u not in row, "no self loops"
+    # The edge Lincoln -> American Civil War joins `links` on (src page id, position) to its anchor.
+    g = LinkGraph.load(out)
+    a, b = g.node_of("Abraham Lincoln"), g.node_of("American Civil War")
+    pos, in_lead = g.edge_info(a, b)
+    row = _one(out, f"SELECT anchor, dst_title FROM links WHERE src_id = {int(g.page_ids[a])} AND position = {pos}")
+    assert row == {"anchor": "American Civil War", "dst_title": "American Civil War"} and in_lead
+    # nodes.out_degree agrees with the CSR rows.
+    deg = _one(out, f"SELECT out_degree, in_degree FROM nodes WHERE node = {a}")
+    assert deg["out_degree"] == indptr[a + 1] - indptr[a]
+
+
+def test_enwiki233_rerun_skips_everything(enwiki233):
+    t0 = time.monotonic()
+    stats = run_ingest(enwiki233)
+    assert stats["batches_skipped"] == stats["batches"] and stats["pages"] == 0
+    assert read_table(enwiki233.run.out, "pages").num_rows == 233
+    assert read_table(enwiki233.run.out, "links").num_rows == read_table(
+        enwiki233.run.out, "links", columns=["src_id"]).num_rows
+    assert time.monotonic() - t0 < 60
+
+
+# ----------------------------------------------------------------------------- enwiki-tiny-70
+
+
+def test_tiny70_all_64_redirects_resolved(tiny70):
+    out = tiny70.run.out
+    red = {r["title"]: r for r in read_table(out, "redirects").to_pylist()}
+    assert len(red) == 64
+    assert red["AccessibleComputing"]["target"] == "Computer accessibility"
+    assert red["AfghanistanHistory"]["target"] == "History of Afghanistan"
+    assert red["AmoeboidTaxa"]["target"] == "Amoeba"
+    # Targets outside this 70-page slice stay unresolved to an id, never invented.
+    assert red["AccessibleComputing"]["target_id"] is None
+    assert all(r["target"] for r in red.values())
+    assert read_table(out, "pages").num_rows == 6
+    assert _one(out, "SELECT red_links FROM pages WHERE title = 'Anarchism'")["red_links"] > 0
+
+
+def test_tiny70_multistream_gives_the_same_tables(tiny70, tmp_path):
+    """Split enwiki-tiny-70 into a real multistream dump + index; batches come from the index."""
+    raw = bz2.decompress(wiki_file("enwiki-tiny-70.xml.bz2").read_bytes())
+    first = raw.find(b"<page>")
+    header, body = raw[:first], raw[first:]
+    pages = [p + b"</page>\n" for p in body.split(b"</page>")[:-1]]
+    tail = body.split(b"</page>")[-1]
+    from hopforge.graph.dump import page_head
+
+    dump = tmp_path / "tiny-multistream.xml.bz2"
+    index_lines = []
+    with open(dump, "wb") as f:
+        f.write(bz2.compress(header))
+        for i in range(0, len(pages), 10):
+            off = f.tell()
+            for p in pages[i: i + 10]:
+                h = page_head(p)
+                index_lines.append(f"{off}:{h.page_id}:{h.title}")
+            f.write(bz2.compress(b"".join(pages[i: i + 10])))
+        f.write(bz2.compress(tail))
+    (tmp_path / "tiny-multistream-index.txt.bz2").write_bytes(bz2.compress("\n".join(index_lines).encode()))
+    cfg = make_cfg(tmp_path / "out", dump, **{"graph.workers": 2, "graph.batch_pages": 20})
+    batches = plan_ingest(cfg)
+    assert [b.kind for b in batches] == ["multistream"] * 4 and [b.pages for b in batches] == [20, 20, 20, 10]
+    run_ingest(cfg)
+    for table, key in (("pages", "page_id"), ("redirects", "title")):
+        got = sorted(read_table(cfg.run.out, table).column(key).to_pylist())
+        assert got == sorted(read_table(tiny70.run.out, table).column(key).to_pylist())
+    q = "SELECT src_id, position, target FROM links_raw ORDER BY 1, 2"
+    assert query_arrow(cfg.run.out, q).to_pylist() == query_arrow(tiny70.run.out, q).to_pylist()
+
+
+# ----------------------------------------------------------------------------- ltgwiki
+
+
+def test_ltgwiki_latgalian_namespaces_categories_duplicates(tmp_path):
+    cfg = make_cfg(tmp_path, wiki_file("ltgwiki-tiny-8.xml.bz2"), **{"graph.workers": 1})
+    batches = plan_ingest(cfg)
+    assert batches[0].site["namespaces"]["2"] == "Lītuotuojs"
+    assert batches[0].site["lang"] == "ltg"
+    run_ingest(cfg)
+    pages = {r["title"]: r for r in read_table(cfg.run.out, "pages").to_pylist()}
+    # ltgwiki's categories are written with the canonical English prefix its siteinfo does not list.
+    assert "1834 establishments in Canada" in pages["Toronto"]["categories"]
+    assert "Category:Toronto" not in pages["Toronto"]["text"]
+    # This test dump gives six different titles page id 1: the first keeps it, the rest are rejected.
+    assert sorted(pages) == ["Hello", "Toronto"]
+    rej = read_table(cfg.run.out, "rejects").to_pylist()
+    assert {r["reason"] for r in rej} == {"duplicate_page_id"}
+    assert any("'Bodmin' reuses the id of 'Hello'" in r["detail"] for r in rej)
+    red = read_table(cfg.run.out, "redirects").to_pylist()
+    assert [r["title"] for r in red] == ["Redirect page"]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_pages_go_to_rejects_and_the_run_goes_on(tmp_path, monkeypatch):
+    pages = (page_xml(1, "Alpha", "Alpha links to [[Beta]].")
+             + page_xml(2, "Broken", "{{Infobox thing | name = [[Beta | x {{{{ [[ <ref> '''unclosed ]] }")
+             + "<page><title>Bad xml</title><ns>0</ns><id>3</id><revision><id>1</id><text>a &bogus; b"
+               "</text></revision></page>\n"
+             + page_xml(4, "Slow", "This page parses slowly.")
+             + page_xml(5, "Beta", "Beta links back to [[alpha]]."))
+    dump = write_dump(tmp_path / "bad.xml.bz2", pages, compress=True)
+    real = ingest_mod.wikitext.extract
+
+    def slow_extract(title, text, site, ns):
+        if title == "Slow":
+            time.sleep(5)
+        return real(title, text, site, ns)
+
+    monkeypatch.setattr(ingest_mod.wikitext, "extract", slow_extract)
+    cfg = make_cfg(tmp_path / "out", dump, **{"graph.workers": 1, "graph.page_timeout_s": 0.3})
+    t0 = time.monotonic()
+    stats = run_ingest(cfg)
+    assert time.monotonic() - t0 < 5, "the time limit interrupts the slow parse"
+    rejects = {r["row_id"]: r for r in read_table(cfg.run.out, "rejects").to_pylist()}
+    assert rejects["4"]["reason"] == "parser_timeout" and "'Slow'" in rejects["4"]["detail"]
+    assert rejects["3"]["reason"] == "malformed_xml" and "'Bad xml'" in rejects["3"]["detail"]
+    assert rejects["4"]["stage"] == "ingest" and rejects["4"]["row_table"] == "pages"
+    titles = sorted(read_table(cfg.run.out, "pages").column("title").to_pylist())
+    assert titles == ["Alpha", "Beta", "Broken"]  # broken markup still yields a page
+    edges = {(r["src_title"], r["dst_title"]) for r in read_table(cfg.run.out, "links").to_pylist()}
+    assert {("Alpha", "Beta"), ("Beta", "Alpha")} <= edges and stats["graph"]["edges"] == len(edges)
+    assert not any("Slow" in e or "Bad xml" in e for pair in edges for e in pair)
+
+
+def test_parser_error_is_rejected(tmp_path, monkeypatch):
+    dump = write_dump(tmp_path / "d.xml", page_xml(1, "Alpha", "x") + page_xml(2, "Beta", "y"))
+
+    def boom(title, text, site, ns):
+        if title == "Beta":
+            raise ValueError("tokenizer exploded")
+        return real(title, text, site, ns)
+
+    real = ingest_mod.wikitext.extract
+    monkeypatch.setattr(ingest_mod.wikitext, "extract", boom)
+    cfg = make_cfg(tmp_path / "out", dump, **{"graph.workers": 1})
+    run_ingest(cfg)
+    rej = read_table(cfg.run.out, "rejects").to_pylist()
+    assert [(r["reason"], r["row_id"]) for r in rej] == [("parser_error", "2")]
+    assert "tokenizer exploded" in rej[0]["detail"]
+
+
+def test_truncated_bz2_ingests_pages_before_the_cut_and_records_the_break(tmp_path):
+    data = bz2.compress(bz2.decompress(wiki_file("enwiki-tiny-70.xml.bz2").read_bytes()), compresslevel=1)
+    cut = tmp_path / "cut.xml.bz2"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    cfg = make_cfg(tmp_path / "out", cut, **{"graph.workers": 1})
+    run_ingest(cfg)
+    rej = read_table(cfg.run.out, "rejects").to_pylist()
+    assert [r["reason"] for r in rej] == ["truncated_dump"]
+    assert f"compressed byte {int(len(data) * 0.6)}" in rej[0]["detail"]
+    got = read_table(cfg.run.out, "redirects").num_rows + read_table(cfg.run.out, "pages").num_rows
+    assert 10 < got < 70
+
+
+def test_dump_cut_mid_page_rejects_that_page(tmp_path):
+    doc = write_dump(tmp_path / "d.xml", page_xml(1, "Alpha", "a [[Beta]]") + page_xml(2, "Beta", "b"))
+    raw = doc.read_bytes()
+    doc.write_bytes(raw[: raw.find(b"<text", raw.find(b"<title>Beta"))])
+    cfg = make_cfg(tmp_path / "out", doc, **{"graph.workers": 1})
+    run_ingest(cfg)
+    assert read_table(cfg.run.out, "pages").column("title").to_pylist() == ["Alpha"]
+    rej = read_table(cfg.run.out, "rejects").to_pylist()
+    assert rej[0]["reason"] == "truncated_page" and "'Beta'" in rej[0]["detail"]
+    # Beta is in the title set (it is in the dump), but its page is lost: no edge, no crash.
+    assert read_table(cfg.run.out, "links").num_rows == 0
+
+
+def test_empty_dump_stops_with_one_dump_error(tmp_path):
+    empty = tmp_path / "empty.xml.bz2"
+    empty.write_bytes(b"")
+    with pytest.raises(DumpError, match="empty.xml.bz2: empty file"):
+        run_ingest(make_cfg(tmp_path / "out", empty))
+
+
+def test_missing_dump_without_export_titles_is_a_dump_error(tmp_path):
+    with pytest.raises(DumpError, match="dump not found"):
+        run_ingest(make_cfg(tmp_path / "out", tmp_path / "nope.xml.bz2"))
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _snapshot(out):
+    return {t: query_arrow(out, f"SELECT * EXCLUDE (batch_id) FROM {t} ORDER BY ALL" if t.endswith("_raw")
+                           else f"SELECT * FROM {t} ORDER BY ALL").to_pylist()
+            for t in ("pages", "links_raw", "redirects_raw", "links", "redirects", "nodes", "rejects")}
+
+
+def test_resume_after_crash_gives_identical_tables_without_duplicates(tmp_path, monkeypatch):
+    src = wiki_file("enwiki-tiny-70.xml.bz2")
+    opts = {"graph.workers": 1, "graph.batch_pages": 10}
+    fresh = make_cfg(tmp_path / "fresh", src, **opts)
+    run_ingest(fresh)
+
+    cfg = make_cfg(tmp_path / "crashy", src, **opts)
+    real_write = ingest_mod.write_shard
+    calls = {"markers": 0, "in_batch": 0}
+
+    def crash_on_fourth_batch_pages(out, table, data, **kw):
+        # Batch 4 writes one shard, then dies before its next shard (kill -9 mid-batch).
+        if calls["markers"] == 3 and calls["in_batch"] == 1:
+            raise KeyboardInterrupt("simulated kill")
+        info = real_write(out, table, data, **kw)
+        calls["in_batch"] += 1
+        if table == "ingest_batches":
+            calls["markers"] += 1
+            calls["in_batch"] = 0
+        return info
+
+    monkeypatch.setattr(ingest_mod, "write_shard", crash_on_fourth_batch_pages)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(cfg)
+    done = read_table(cfg.run.out, "ingest_batches").num_rows
+    assert done == 3
+    monkeypatch.setattr(ingest_mod, "write_shard", real_write)
+    stats = run_ingest(cfg)
+    assert stats["batches_skipped"] == 3 and stats["batches"] == 7
+    assert _snapshot(cfg.run.out) == _snapshot(fresh.run.out)
+    dup = query_arrow(cfg.run.out, "SELECT title, count(*) c FROM redirects_raw GROUP BY 1 HAVING c > 1")
+    assert dup.num_rows == 0
+
+
+def test_ingest_batch_is_idempotent(tmp_path):
+    cfg = make_cfg(tmp_path, wiki_file("ltgwiki-tiny-8.xml.bz2"), **{"graph.workers": 1})
+    batch = plan_ingest(cfg)[0]
+    first = ingest_batch(cfg, batch)
+    again = ingest_batch(cfg, batch)
+    assert first["skipped"] is False and again == {"batch_id": batch.batch_id, "skipped": True}
+    assert read_table(cfg.run.out, "pages").num_rows == first["pages"]
