@@ -486,6 +486,108 @@ def view(
     serve(cfg.run.out, port=port, card=card)
 
 
+# --------------------------------------------------------------------------- flows
+
+StagesOpt = Annotated[str | None, typer.Option(
+    "--stages", help="Comma-separated subset, in any order: graph,questions,rollouts,filters,publish (default: all).")]
+RunnerOpt = Annotated[str | None, typer.Option(
+    "--task-runner", help="thread | dask | ray (default: flows.task_runner).", show_default=False)]
+
+
+def _flow_overrides(out: Path | None, seed: int | None, run_id: str | None, task_runner: str | None) -> dict[str, Any]:
+    return {k: v for k, v in {"run.out": str(out) if out else None, "run.seed": seed, "run.run_id": run_id,
+                              "flows.task_runner": task_runner}.items() if v is not None}
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    st = Table("stage", "tasks", "ran", "cached", "failed", "seconds", title="stages")
+    for s in summary["stages"]:
+        st.add_row(s["stage"], str(s["tasks"]), str(s["ran"]), str(s["cached"]),
+                   f"[red]{len(s['failures'])}[/red]" if s["failures"] else "0", f"{s['seconds']:.1f}")
+    for name in summary["skipped_stages"]:
+        st.add_row(name, "-", "-", "-", "-", "not run")
+    console.print(st)
+    f = summary["funnel"]
+    ft = Table("table", "rows (this run)", "rows (all runs)", title=f"funnel of run {f['run_id']}")
+    for table, n in f["rows"].items():
+        ft.add_row(table, f"{n['run']:,}", f"{n['all']:,}")
+    console.print(ft)
+    if f["rejects"]:
+        rt = Table("stage", "reason", "rows", title="rejects by reason")
+        for r in f["rejects"]:
+            rt.add_row(r["stage"], r["reason"], f"{r['rows']:,}")
+        console.print(rt)
+    console.print(f"teacher tokens: {f['tokens']['tokens_in']:,} in, {f['tokens']['tokens_out']:,} out")
+    for x in summary["failures"]:
+        err_console.print(f"[red]failed[/red] {x['stage']}/{x['task']} ({x['state']}): {x['reason']}",
+                          highlight=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    stages: StagesOpt = None,
+    task_runner: RunnerOpt = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Ignore cached task results and recompute every "
+                                          "task (stages still skip rows already written).")] = False,
+    json_summary: Annotated[Path | None, typer.Option("--json", help="Also write the run summary to this JSON file.")]
+    = None,
+) -> None:
+    """Run the pipeline as Prefect flows: graph, questions, rollouts, filters, publish.
+
+    No Prefect server is needed (an ephemeral API starts in-process unless PREFECT_API_URL is set).
+    Re-running the same command after a crash or failure runs only the missing tasks.
+    Exits 1 if any task failed; the summary names each failed task and why.
+    """
+    from hopforge.flows.environment import apply_prefect_defaults
+
+    apply_prefect_defaults()
+    overrides = _flow_overrides(out, seed, run_id, task_runner)
+    settings(config, **overrides)  # fail fast on a bad config, before Prefect starts
+    selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    from hopforge.flows import run_pipeline
+    from hopforge.flows.pipeline import select_stages
+
+    select_stages(selected)
+    summary, state = run_pipeline(config, overrides, selected, refresh)
+    _print_summary(summary)
+    if json_summary:
+        json_summary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    if not summary["ok"]:
+        err_console.print(f"[red]error:[/red] {state.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    stages: StagesOpt = None,
+    task_runner: RunnerOpt = None,
+    name: Annotated[str, typer.Option(help="Deployment name (the flow is 'pipeline').")] = "hopforge",
+    cron: Annotated[str | None, typer.Option(help="Cron schedule (default: flows.cron).", show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option(help="Max concurrent runs of the deployment.")] = 1,
+) -> None:
+    """Register the pipeline with a Prefect server on a cron schedule and execute its runs (blocks).
+
+    Needs PREFECT_API_URL pointing at `prefect server start` (see docs/flows.md). Ctrl-C pauses the schedule.
+    """
+    from hopforge.flows.environment import apply_prefect_defaults
+
+    apply_prefect_defaults()
+    overrides = {**_flow_overrides(out, seed, run_id, task_runner), **({"flows.cron": cron} if cron else {})}
+    cfg = settings(config, **overrides)
+    selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    from hopforge.flows import serve_pipeline
+
+    serve_pipeline(cfg, config, overrides, name=name, stages=selected, limit=limit)
+
+
 def main() -> None:
     """Entry point: one clear line for expected errors, a traceback for bugs."""
     try:

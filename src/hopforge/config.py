@@ -164,9 +164,19 @@ class ExportConfig(_Section):
 
 class FlowConfig(_Section):
     cron: str = "0 3 * * *"
+    timezone: str = "UTC"  # of `cron`
     task_runner: Literal["thread", "ray", "dask"] = "thread"
-    task_retries: int = Field(default=2, ge=0)
-    retry_delay_s: float = Field(default=5.0, ge=0)
+    # Concurrent tasks per stage with the thread runner (teacher-bound rollout
+    # batches overlap; CPU-bound batches are GIL-bound there: use dask for those).
+    max_workers: int = Field(default=4, ge=1, le=1024)
+    task_retries: int = Field(default=2, ge=0, le=50)
+    retry_delay_s: float = Field(default=5.0, ge=0)  # first retry; doubles each time
+    # dask: connect to `dask_address` (tcp://host:port), else start a LocalCluster
+    # of `dask_workers` worker processes on 127.0.0.1 for the run.
+    dask_address: str | None = None
+    dask_workers: int = Field(default=2, ge=1, le=1024)
+    # ray: connect to `ray_address` ("auto" or ray://host:port), else start a local Ray.
+    ray_address: str | None = None
 
 
 class Config(_Section):
