@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(MAKE) llama-wheel
-	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu]"
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu,dask]"
 	touch $@
 
 llama-wheel:
