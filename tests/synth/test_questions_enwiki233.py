@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import path_of
+from tests.synth.conftest import path_of
 
 from hopforge.config import load_config
 from hopforge.storage import query_arrow, read_table

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from viewer_rows import SCRIPT, write_many_questions
+from tests.viewer.viewer_rows import SCRIPT, write_many_questions
 
 from hopforge.errors import SQLGuardError
 from hopforge.storage import ShardWriter, guard_sql
