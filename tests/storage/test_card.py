@@ -206,6 +206,21 @@ def test_card_needs_an_export_and_a_template(run_dir, make_cfg, tmp_path):
         render_card(cfg, dest)
 
 
+def test_card_renders_when_nothing_was_kept(run_dir, make_cfg, tmp_path):
+    # The CPU demo's weak teacher often keeps no trajectory; the card must still say so.
+    import shutil
+
+    out, _ = run_dir
+    shutil.rmtree(out / "kept")
+    cfg = make_cfg(out)
+    dest = tmp_path / "export"
+    export_dataset(cfg, "trl", dest)
+    text = render_card(cfg, dest).read_text()
+    assert "Turns per trajectory](" not in text  # no plot without data
+    assert _sql(out, "SELECT count(*) AS n FROM kept") == [{"n": 0}]
+    assert "| kept | 0 |" in text.replace("  ", " ")
+
+
 def test_limitations_are_derived_from_the_data(exported):
     cfg, out, dest, _ = exported
     text = render_card(cfg, dest).read_text()

@@ -201,6 +201,9 @@ def _plot_hist(path: Path, values: list[float], title: str, xlabel: str) -> None
         plt.close(fig)
 
 
+PLOT_NAMES = ("hops", "turns", "tool_calls", "labels", "rejects", "tokens")
+
+
 def draw_plots(stats: dict[str, list[dict[str, Any]]], plot_dir: Path) -> dict[str, str]:
     """PNG plots of the distributions; returns name -> path relative to the card."""
     plot_dir.mkdir(parents=True, exist_ok=True)
@@ -322,7 +325,9 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
         "manifest": manifest,
         "stats": stats,
         "funnel": stats["funnel"],
-        "plots": plots,
+        # Every plot name is present (None when its data was empty), so a run that kept
+        # nothing (the CPU demo) still renders its card.
+        "plots": {name: plots.get(name) for name in PLOT_NAMES},
         "n_samples": n_samples,
         "samples": samples,
         "size_category": size_category(n_samples),
