@@ -216,15 +216,15 @@ def inspect(
 def ingest(
     dump: Annotated[str | None, typer.Argument(
         help="Dump path (.xml, .xml.bz2, multistream .xml.bz2 beside its -index.txt.bz2) or http(s) URL "
-             "[default: graph.dump].", show_default=False)] = None,
+             "(default: graph.dump).", show_default=False)] = None,
     config: ConfigOpt = None,
     out: OutOpt = None,
     seed: SeedOpt = None,
     run_id: RunOpt = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes [default: graph.workers].")] = None,
-    batch_pages: Annotated[int | None, typer.Option(help="Pages per batch [default: graph.batch_pages].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: graph.workers).")] = None,
+    batch_pages: Annotated[int | None, typer.Option(help="Pages per batch (default: graph.batch_pages).")] = None,
     page_timeout: Annotated[float | None, typer.Option(
-        "--page-timeout", help="Per-page parse time limit in seconds [default: graph.page_timeout_s].")] = None,
+        "--page-timeout", help="Per-page parse time limit in seconds (default: graph.page_timeout_s).")] = None,
 ) -> None:
     """Parse a Wikipedia dump into pages, links, redirects and the link graph (resumes an interrupted run)."""
     from hopforge.graph import run_ingest

@@ -59,6 +59,9 @@ from hopforge.storage import content_id, read_table, write_shard
 log = logging.getLogger(__name__)
 
 STAGE = "ingest"
+# A batch also closes at this much raw page XML, so a run of huge articles cannot blow up a
+# worker's memory (rows of one batch are held until its shards are written).
+BATCH_MAX_BYTES = 24 << 20
 _REDIRECT_FRAGMENT = re.compile(r"\[\[[^\]|#]*#([^\]|]*)")
 _REDIRECT_TEXT = re.compile(r"\s*#REDIRECT\s*:?\s*\[\[([^\]|]+)", re.I)
 
@@ -90,7 +93,8 @@ def _dump_key(dump: Path, cfg: Config) -> str:
         h.update(f.read(1 << 16))
         f.seek(max(0, st.st_size - (1 << 16)))
         h.update(f.read())
-    return content_id(dump.name, st.st_size, h.hexdigest(), cfg.graph.batch_pages, sorted(cfg.graph.namespaces))
+    return content_id(dump.name, st.st_size, h.hexdigest(), cfg.graph.batch_pages, BATCH_MAX_BYTES,
+                      sorted(cfg.graph.namespaces))
 
 
 def plan_ingest(cfg: Config) -> list[IngestBatch]:
@@ -129,8 +133,10 @@ def _plan_sequential(cfg: Config, dump: Path, key: str, work: Path) -> list[Inge
     first_id = last_id = None
     breaks: list[dict] = []
 
+    nbytes = 0
+
     def close_batch() -> None:
-        nonlocal sink, n, first_id, last_id
+        nonlocal sink, n, first_id, last_id, nbytes
         if sink is None:
             return
         sink.close()
@@ -138,7 +144,7 @@ def _plan_sequential(cfg: Config, dump: Path, key: str, work: Path) -> list[Inge
         bid = content_id(key, i, first_id, last_id, n, prefix="b")
         batches.append(IngestBatch(bid, i, dump.name, "chunk", str(work / f"batch-{i:06d}.xml.zst"), pages=n,
                                    site=site.to_dict(), titles_path=str(titles_path)))
-        sink, n, first_id, last_id = None, 0, None, None
+        sink, n, first_id, last_id, nbytes = None, 0, None, None, 0
 
     try:
         for item in iter_pages(blocks):
@@ -157,9 +163,10 @@ def _plan_sequential(cfg: Config, dump: Path, key: str, work: Path) -> list[Inge
             sink.write(item)
             sink.write(b"\n")
             n += 1
+            nbytes += len(item)
             first_id = head.page_id if first_id is None else first_id
             last_id = head.page_id
-            if n >= cfg.graph.batch_pages:
+            if n >= cfg.graph.batch_pages or nbytes >= BATCH_MAX_BYTES:
                 close_batch()
         close_batch()
     finally:
@@ -316,7 +323,16 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
     """
     t0 = time.monotonic()
     out, run = cfg.run.out, cfg.run_id
-    if batch.batch_id in _run_ids(cfg, "ingest_batches", "batch_id"):
+    # Marker files make the common cases free: a fresh batch (no .started) needs no table reads,
+    # a finished one (.done) is skipped at once. Only a batch that died part-way pays for
+    # reading the tables to find which of its shards already exist.
+    marks = Path(batch.titles_path).parent / "runs" / run
+    mark_started, mark_done = marks / f"{batch.batch_id}.started", marks / f"{batch.batch_id}.done"
+    if mark_done.exists():
+        return {"batch_id": batch.batch_id, "skipped": True}
+    partial = mark_started.exists()
+    if partial and batch.batch_id in _run_ids(cfg, "ingest_batches", "batch_id"):
+        mark_done.touch()
         return {"batch_id": batch.batch_id, "skipped": True}
     site = SiteInfo.from_dict(batch.site)
     titles = _titles(batch.titles_path)
@@ -411,17 +427,20 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
         rejects.append(_reject(blocks.error.reason, "", blocks.error.detail, step="read_dump"))
 
     link_rows = [r for rows in links.values() for r in rows]
-    _write_missing(cfg, batch, rejects, link_rows, list(redirects.values()), list(pages.values()))
+    marks.mkdir(parents=True, exist_ok=True)
+    mark_started.touch()
+    _write_missing(cfg, batch, rejects, link_rows, list(redirects.values()), list(pages.values()), partial)
     seconds = time.monotonic() - t0
     stats = {"batch_id": batch.batch_id, "source": batch.source, "index": batch.index, "pages": len(pages),
              "redirects": len(redirects), "links": len(link_rows), "rejects": len(rejects), "seconds": seconds}
     write_shard(out, "ingest_batches", pa.Table.from_pylist([stats]), run_id=run, config_hash=cfg.config_hash())
+    mark_done.touch()
     return {**stats, "skipped": False, "raw_pages": seen}
 
 
 def _write_missing(cfg: Config, batch: IngestBatch, rejects: list[dict], link_rows: list[dict],
-                   redirect_rows: list[dict], page_rows: list[dict]) -> None:
-    """Write each table's shard unless an earlier, interrupted attempt already wrote it."""
+                   redirect_rows: list[dict], page_rows: list[dict], partial: bool) -> None:
+    """Write each table's shard unless an earlier, interrupted attempt (``partial``) already wrote it."""
     out, run, ch = cfg.run.out, cfg.run_id, cfg.config_hash()
 
     def put(table: str, rows: list[dict]) -> None:
@@ -430,6 +449,12 @@ def _write_missing(cfg: Config, batch: IngestBatch, rejects: list[dict], link_ro
             write_shard(out, table, pa.Table.from_pylist(rows, schema=schema_for(table)), run_id=run,
                         config_hash=ch)
 
+    if not partial:
+        put("rejects", rejects)
+        put("links_raw", link_rows)
+        put("redirects_raw", redirect_rows)
+        put("pages", page_rows)
+        return
     if rejects:
         done = set(zip(*[read_table(out, "rejects", run=run, columns=[c]).column(c).to_pylist()
                          for c in ("step", "detail")], strict=True))

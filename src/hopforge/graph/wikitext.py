@@ -11,6 +11,7 @@ Kept: link anchors, bold/italic contents, headings (as their own paragraph).
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -65,6 +66,13 @@ def _template_date(t: Template) -> str:
     return " ".join(n for n in nums if n)
 
 
+# Innermost (no nested braces) templates that never render prose: citations outside <ref>
+# (bibliographies), maintenance tags. The walk would drop them anyway; cutting them before
+# the parse saves another ~25 % of parser time on enwiki articles.
+_NOISE_TEMPLATES = re.compile(
+    r"\{\{\s*(?:[Cc]ite[ _][^{}|]*|[Cc]itation|[Ss]fnp?|[Ss]fnm|[Hh]arv(?:nb|txt|p|colnb)?|[Rr]p|[Ww]ebarchive|"
+    r"[Dd]ead link|[Cc]itation needed|[Cc]n|[Rr]eflist|[Uu]se (?:dmy|mdy) dates|[Aa]uthority control|"
+    r"[Pp]p-[^{}|]*|[Cc]larify|[Ff]ailed verification|[Bb]etter source needed)\s*(?:\|[^{}]*)?\}\}")
 _TRAIL = re.compile(r"^[a-zà-ÿāčēģīķļņōŗšūž]+")
 
 
@@ -201,22 +209,38 @@ class _Writer:
         return trail
 
 
-def _sentence_at(text: str, start: int, end: int) -> str:
-    """The sentence of ``text`` containing [start, end), within its paragraph, whitespace collapsed."""
-    p0 = text.rfind("\n\n", 0, start)
-    p0 = 0 if p0 < 0 else p0 + 2
-    p1 = text.find("\n\n", end)
-    p1 = len(text) if p1 < 0 else p1
-    para = text[p0:p1]
-    rel_s, rel_e = start - p0, end - p0
-    s0, s1 = 0, len(para)
-    for m in _SENTENCE_END.finditer(para):
-        if m.end() <= rel_s:
-            s0 = m.end()
-        elif m.start() >= rel_e:
-            s1 = m.start()
+def _sentence_spans(text: str) -> tuple[list[int], list[int]]:
+    """Start and end offsets of every sentence of ``text`` (paragraphs split at blank lines), in order.
+
+    Computed once per page; each link then finds its sentence by bisection instead of
+    re-scanning its paragraph (pages with hundreds of links per paragraph made that quadratic).
+    """
+    starts: list[int] = []
+    ends: list[int] = []
+    p0 = 0
+    for m in re.finditer(r"\n\s*\n|\Z", text):
+        para = text[p0: m.start()]
+        s0 = 0
+        for b in _SENTENCE_END.finditer(para):
+            starts.append(p0 + s0)
+            ends.append(p0 + b.start())
+            s0 = b.end()
+        starts.append(p0 + s0)
+        ends.append(m.start())
+        p0 = m.end()
+        if m.end() == len(text):
             break
-    return _WS.sub(" ", para[s0:s1].replace("\n", " ")).strip()
+    return starts, ends
+
+
+def _sentence_at(text: str, spans: tuple[list[int], list[int]], start: int, end: int) -> str:
+    """The sentence(s) of ``text`` covering [start, end), whitespace collapsed."""
+    starts, ends = spans
+    i = max(0, bisect.bisect_right(starts, start) - 1)
+    j = i
+    while j + 1 < len(starts) and ends[j] < end and starts[j + 1] < end:
+        j += 1  # an anchor spanning a sentence boundary ("U.S. Army") keeps both halves
+    return _WS.sub(" ", text[starts[i]: ends[j]].replace("\n", " ")).strip()
 
 
 _EMPTY_PARENS = re.compile(r"\(\s*[;,]?\s*\)")
@@ -245,7 +269,7 @@ def _plain(site: SiteInfo, wikicode) -> str:
 
 def extract(title: str, wikitext: str, site: SiteInfo, link_ns: set[int]) -> ParsedPage:
     """Everything the pipeline needs from one page's wikitext. May raise on pathological input."""
-    code = mwparserfromhell.parse(_PRESTRIP.sub("", wikitext))
+    code = mwparserfromhell.parse(_NOISE_TEMPLATES.sub("", _PRESTRIP.sub("", wikitext)))
     w = _Writer(site, link_ns)
     w.walk(code.nodes)
     raw = "".join(w.parts)
@@ -279,9 +303,11 @@ def extract(title: str, wikitext: str, site: SiteInfo, link_ns: set[int]) -> Par
         elif name in _DISAMBIG_TEMPLATES or name.endswith(" disambiguation"):
             page.is_disambiguation = True
 
+    spans = _sentence_spans(raw) if w.links else ([], [])
     for start, end, target, lraw in w.links:
         anchor = _WS.sub(" ", raw[start:end]).strip()
-        page.links.append(LinkRow(target, lraw, anchor, _sentence_at(raw, start, end), position, start < lead_end))
+        page.links.append(LinkRow(target, lraw, anchor, _sentence_at(raw, spans, start, end), position,
+                                  start < lead_end))
         position += 1
 
     page.categories = list(dict.fromkeys(c.strip() for c in w.categories if c.strip()))
