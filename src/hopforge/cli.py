@@ -273,6 +273,31 @@ def graph_stats(
     console.print(tp)
 
 
+# --------------------------------------------------------------------------- synth (questions)
+
+
+@app.command()
+def questions(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Questions to compose [default: synth.n_questions].")] = None,
+    hops_min: Annotated[int | None, typer.Option(help="Fewest hops per walk [default: synth.hops_min].")] = None,
+    hops_max: Annotated[int | None, typer.Option(help="Most hops per walk, up to 8 [default: synth.hops_max].")] = None,
+    composer: Annotated[str | None, typer.Option(help="template | llm [default: synth.composer].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes [default: synth.workers].")] = None,
+) -> None:
+    """Random walks over the link graph -> obfuscated multi-hop questions with checks (walks, questions, rejects)."""
+    from hopforge.synth import run_questions
+
+    cfg = settings(config, out, seed, run_id, **{"synth.n_questions": n, "synth.hops_min": hops_min,
+                                                  "synth.hops_max": hops_max, "synth.composer": composer,
+                                                  "synth.workers": workers})
+    stats = run_questions(cfg)
+    console.print_json(orjson.dumps(stats).decode())
+
+
 # --------------------------------------------------------------------------- flows
 
 StagesOpt = Annotated[str | None, typer.Option(

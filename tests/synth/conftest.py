@@ -96,6 +96,8 @@ TOY_PAGES = [
      "infobox_type": "organization"},
     {"title": "Aldmoor (disambiguation)", "is_disambiguation": True},
     {"title": "List of abbeys", "is_list": True},
+    {"title": "Brackenford", "short_description": "Market town in Westshire", "infobox_type": "settlement",
+     "infobox": {"established": "1711"}},
 ]
 TOY_LINKS = [
     ("Aldmoor", "Brannock Abbey", "Brannock Abbey", "The ruins of Brannock Abbey lie north of the town.", True),
@@ -109,6 +111,9 @@ TOY_LINKS = [
     ("Cedric Vane", "Harrow Lane Poets", "Harrow Lane Poets", "He was a member of the Harrow Lane Poets.", False),
     ("Duskwater Press (publisher)", "Westshire", "Westshire", "The press is based in Westshire.", True),
     ("Harrow Lane Poets", "Cedric Vane", "Vane", "The circle was led by Vane.", True),
+    ("Harrow Lane Poets", "Duskwater Press (publisher)", "Duskwater Press",
+     "Its anthologies appeared from Duskwater Press.", False),
+    ("Westshire", "Brackenford", "Brackenford", "Towns include Brackenford.", False),
     ("Ell (river)", "Westshire", "Westshire", "The Ell flows through Westshire.", True),
     ("Westshire", "Aldmoor", "Aldmoor", "Towns include Aldmoor.", False),
     ("Westshire", "Ell (river)", "River Ell", "The River Ell drains the county.", False),
@@ -129,3 +134,40 @@ def toy_out(tmp_path: Path) -> Path:
 def toy_cfg(toy_out: Path):
     return load_config(None, {"run.out": str(toy_out), "synth.n_questions": 20, "synth.hops_min": 2,
                               "synth.hops_max": 3})
+
+
+def path_of(view, titles: list[str]) -> tuple[list[int], list[int], str]:
+    """(nodes, CSR edge ids, strategy) for a path given by titles; fails if a link is missing."""
+    nodes = [view.node_of_title[t] for t in titles]
+    edges = []
+    for u, v in zip(nodes, nodes[1:]):
+        row = view.indices[view.indptr[u]:view.indptr[u + 1]]
+        j = int(np.searchsorted(row, v))
+        assert j < len(row) and row[j] == v, f"no link {view.titles[u]!r} -> {view.titles[v]!r}"
+        edges.append(int(view.indptr[u]) + j)
+    return nodes, edges, "uniform"
+
+
+@pytest.fixture(scope="session")
+def enwiki233_graph(request) -> Path:
+    """enwiki-233 ingested by the graph stage, cached across sessions in .pytest_cache.
+
+    The cache key is the dump's bytes plus the graph stage's source, so a change
+    to the graph code re-ingests. Tests copy this directory before writing to it.
+    """
+    import hashlib
+
+    dump = Path(__file__).resolve().parents[2] / ".." / "shared" / "wiki" / "enwiki-233.xml.bz2"
+    if not dump.exists():
+        pytest.skip(f"{dump} not found: the shared Wikipedia fixtures live in ../shared/wiki beside the repo")
+    graph_mod = pytest.importorskip("hopforge.graph", reason="the graph stage (branch graph) is not merged")
+    h = hashlib.sha256(dump.read_bytes())
+    for src in sorted(Path(graph_mod.__file__).parent.glob("*.py")):
+        h.update(src.read_bytes())
+    out = Path(request.config.cache.mkdir(f"hopforge-enwiki233-{h.hexdigest()[:12]}")) / "data"
+    from hopforge.storage.arrays import latest_run
+
+    if latest_run(out, "graph") is None:
+        cfg = load_config(None, {"run.out": str(out), "graph.dump": str(dump), "graph.workers": 1})
+        graph_mod.run_ingest(cfg)
+    return out

@@ -14,6 +14,8 @@ import re
 PAREN_RE = re.compile(r"\s*\([^()]*\)\s*$")
 # Anchors that are link text but not names of the target ("here", "this", a bare year).
 NON_NAME_ANCHOR = re.compile(r"^(?:here|this|that|link|see|more|article|page|\d{1,4}|\W*)$", re.I)
+# Footnote markers and template debris that the wikitext extractor may leave as anchors: "[14", "[Note 1".
+DEBRIS_ANCHOR = re.compile(r"[\[\]{}|<>=]")
 MAX_ANCHORS = 20
 
 
@@ -33,7 +35,9 @@ def answer_aliases(title: str, redirects: list[str], anchors: list[str]) -> list
     """The alias list for an answer page (title first)."""
     out: list[str] = []
     seen: set[str] = set()
-    candidates = title_variants(title) + redirects + [a for a in anchors if not NON_NAME_ANCHOR.match(a.strip())][
+    candidates = title_variants(title) + redirects + [
+        a for a in anchors
+        if not NON_NAME_ANCHOR.match(a.strip()) and not DEBRIS_ANCHOR.search(a) and sum(ch.isalpha() for ch in a) >= 2][
         :MAX_ANCHORS]
     for c in candidates:
         c = re.sub(r"\s+", " ", c).strip()

@@ -169,11 +169,11 @@ def check_malformed(composed: Composed) -> CheckResult:
         reason, detail = "multiple_lines", f"{q.count(chr(10)) + 1} lines"
     elif not q.endswith("?"):
         reason, detail = "no_question_mark", f"ends with {q[-20:]!r}"
-    elif not QUESTION_WORD.search(q):
-        reason, detail = "not_a_question", "no interrogative word"
     elif letters and sum(ch.isascii() for ch in letters) / len(letters) < 0.9 or \
             (len(words) >= 6 and sum(w in EN_STOP for w in words) / len(words) < 0.08):
         reason, detail = "wrong_language", "too few English letters or function words"
+    elif not QUESTION_WORD.search(q):
+        reason, detail = "not_a_question", "no interrogative word"
     if reason:
         return CheckResult("malformed", False, detail, reason)
     return CheckResult("malformed", True, f"{len(q)} chars, one English question")

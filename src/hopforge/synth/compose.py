@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hopforge.synth.describe import Feature, describe, kind_noun, mentions_any, vague_dates
+from hopforge.synth.describe import Feature, describe, is_person, kind_noun, mentions_any, vague_dates
 
 STOP = frozenset("a an the of in on at to for and or by with from as is was were be been its it his her their "
                  "that which who this these those also".split())
@@ -96,6 +96,7 @@ def _pick(walk_id: str, n: int, salt: str) -> int:
 
 OPENINGS = ("Start from {d}.", "Consider {d}.", "Begin with {d}.")
 CLOSINGS = ("What is the name of this {k}?", "Which {k} is this?", "Name this {k}: what is it called?")
+PERSON_CLOSINGS = ("Who is this {k}?", "What is the name of this {k}?", "Who is this person?")
 
 
 class TemplateComposer:
@@ -135,7 +136,8 @@ class TemplateComposer:
                     d, clue = describe(answer_page, chain.titles[-1], scrub, n=2, with_initial=True)
                 parts.append(f"{subject} {how} {d}.")
                 kind = kind_noun(answer_page)
-                parts.append(CLOSINGS[_pick(chain.walk_id, len(CLOSINGS), "close")].format(k=kind))
+                closings = PERSON_CLOSINGS if is_person(answer_page) else CLOSINGS
+                parts.append(closings[_pick(chain.walk_id, len(closings), "close")].format(k=kind))
         question = vague_dates(" ".join(parts))
         return Composed(question=question, answer=chain.answer, answer_type="entity", composer=self.name,
                         final_clue=clue)

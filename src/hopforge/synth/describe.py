@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 MONTH = (r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
@@ -22,7 +23,7 @@ YEAR = r"(?:1[0-9]{3}|20[0-9]{2})"
 # "12 March 1994", "March 12, 1994", "March 1994", "1994" -- the whole date is replaced, keyed on its year.
 DATE_RE = re.compile(rf"\b(?:\d{{1,2}}\s+{MONTH}\s+|{MONTH}\s+(?:\d{{1,2}},?\s+)?)?({YEAR})(?!\d)(?!s\b)")
 ARTICLE_YEAR_RE = re.compile(rf"\b([Aa]n?) ({YEAR})\b(?!s)(?= [a-z])")
-RANGE_RE = re.compile(rf"\b({YEAR})\s*(?:–|-|—|to)\s*({YEAR})\b")
+RANGE_RE = re.compile(rf"\b({YEAR})\s*(?:–|-|—|to)\s*({YEAR}|[0-9]{{2}})\b")
 PREPOSITION_BEFORE = re.compile(r"(?:\b(?:in|on|since|from|by|until|till|to|of|before|after|circa|around|c\.|"
                                 r"ca\.|the)\s*|\()$", re.I)
 GENERIC_SHORT_DESC = re.compile(r"^(?:topics referred to by the same term|wikimedia .*|disambiguation page.*|"
@@ -62,7 +63,8 @@ def vague_year(year: int) -> str:
 def vague_dates(text: str) -> str:
     """Replace exact dates and years in ``text`` with vague periods, keeping the sentence readable."""
     text = ARTICLE_YEAR_RE.sub(_article_year, text)
-    text = RANGE_RE.sub(lambda m: f"from {vague_year(int(m.group(1)))} to {vague_year(int(m.group(2)))}", text)
+    text = RANGE_RE.sub(_range, text)
+    text = re.sub(r"\b(?:from|in|between) (from|in) ", r"\1 ", text)  # "from 1789 to 1799" -> one preposition
 
     def repl(m: re.Match[str]) -> str:
         phrase = vague_year(int(m.group(1)))
@@ -74,6 +76,15 @@ def vague_dates(text: str) -> str:
     text = DATE_RE.sub(repl, text)
     return re.sub(r"\b([Oo])n (the (?:early|mid-|late))", lambda m: ("I" if m.group(1) == "O" else "i") + "n "
                   + m.group(2), text)
+
+
+def _range(m: re.Match[str]) -> str:
+    a, b = int(m.group(1)), m.group(2)
+    end = int(b) if len(b) == 4 else a // 100 * 100 + int(b)  # "1981–89" ends in 1989
+    if end < a:
+        end += 100
+    va, vb = vague_year(a), vague_year(end)
+    return f"in {va}" if va == vb else f"from {va} to {vb}"
 
 
 def _article_year(m: re.Match[str]) -> str:
@@ -94,7 +105,7 @@ def _lower_first(s: str) -> str:
     # Keep acronyms and proper nouns ("American", "BBC"): lowercase only a plain first word.
     first = s.split(" ", 1)[0]
     if len(first) > 1 and first[1:].islower() and first.lower() not in {"american", "british", "english"} \
-            and not re.match(r"^[A-Z][a-z]+(?:an|ish|ese|ic|i)$", first):
+            and not re.match(r"^[A-Z][a-z]+(?:an|ish|ese|i)$", first):
         return s[:1].lower() + s[1:]
     return s
 
@@ -113,7 +124,10 @@ def _clean_value(v: str) -> str:
 
 
 def features(page: dict[str, Any]) -> list[Feature]:
-    """All features of a page, most specific first (deterministic)."""
+    """All features of a page, most specific first (deterministic; memoised in the page dict)."""
+    cached = page.get("_features")
+    if cached is not None:
+        return cached
     out: list[Feature] = []
     sd = (page.get("short_description") or "").strip()
     if sd and not GENERIC_SHORT_DESC.match(sd):
@@ -121,9 +135,10 @@ def features(page: dict[str, Any]) -> list[Feature]:
     itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
     for kv in page.get("infobox") or []:
         key = (kv.get("key") or "").strip().lower()
-        value = _clean_value(kv.get("value") or "")
-        m = re.search(YEAR, value)
-        if key in FACT_VERBS and m:
+        if key not in FACT_VERBS:
+            continue
+        m = re.search(YEAR, _clean_value(kv.get("value") or ""))
+        if m:
             out.append(Feature("fact", f"{FACT_VERBS[key]} in {vague_year(int(m.group(0)))}"))
     if itype:
         out.append(Feature("infobox_type", with_article(itype)))
@@ -140,6 +155,8 @@ def features(page: dict[str, Any]) -> list[Feature]:
         if f.text not in seen:
             seen.add(f.text)
             uniq.append(f)
+    if page:
+        page["_features"] = uniq
     return uniq
 
 
@@ -151,16 +168,20 @@ def initial_feature(title: str) -> Feature:
                               f"{'s' if words != 1 else ''}")
 
 
-def mentions_any(text: str, terms: list[str]) -> bool:
-    """Whether ``text`` contains any term as a whole word (short terms case-sensitively)."""
-    for t in terms:
-        t = t.strip()
-        if len(t) < 2:
-            continue
-        flags = 0 if len(t) <= 3 else re.I
-        if re.search(rf"(?<!\w){re.escape(t)}(?!\w)", text, flags):
-            return True
-    return False
+@lru_cache(maxsize=8192)
+def _terms_pattern(terms: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    # One alternation per case mode: a handful of regex searches per text instead of one per term.
+    terms = tuple(sorted({t.strip() for t in terms if len(t.strip()) >= 2}, key=len, reverse=True))
+    short = [re.escape(t) for t in terms if len(t) <= 3]
+    long = [re.escape(t) for t in terms if len(t) > 3]
+    mk = lambda alts, flags: re.compile(rf"(?<!\w)(?:{'|'.join(alts)})(?!\w)", flags) if alts else None  # noqa: E731
+    return mk(short, 0), mk(long, re.I)
+
+
+def mentions_any(text: str, terms: list[str] | tuple[str, ...]) -> bool:
+    """Whether ``text`` contains any term as a whole word (terms of <= 3 chars case-sensitively)."""
+    short, long = _terms_pattern(tuple(terms))
+    return bool((short and short.search(text)) or (long and long.search(text)))
 
 
 def describe(page: dict[str, Any], title: str, scrub: list[str], n: int = 1,
@@ -190,6 +211,17 @@ def describe(page: dict[str, Any], title: str, scrub: list[str], n: int = 1,
             parts.append(f.text)
     text = parts[0] + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
     return text, chosen
+
+
+# "musical artist" is left out on purpose: bands use that infobox too.
+PERSON_TYPES = frozenset({"person", "officeholder", "writer", "scientist", "philosopher", "royalty", "president",
+                          "prime minister", "politician", "actor", "artist", "military person", "sportsperson",
+                          "comedian", "saint", "monarch", "religious biography"})
+
+
+def is_person(page: dict[str, Any]) -> bool:
+    itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
+    return itype in PERSON_TYPES or any(c.endswith(" births") for c in page.get("categories") or [])
 
 
 def kind_noun(page: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ an older ingest in the same output directory never mixes in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +38,14 @@ def _dataset(out: Path, table: str, run: str | None) -> pads.Dataset | None:
     if not paths:
         return None
     return pads.dataset([str(p) for p in paths], schema=schema_for(table), format="parquet")
+
+
+INFOBOX_FIELD = re.compile(r"^\s*[A-Za-z_][\w ]{0,40}:\s")
+
+
+def is_prose(sentence: str | None) -> bool:
+    """A sentence of running text (not an infobox "key: value" field, not a fragment)."""
+    return bool(sentence) and not INFOBOX_FIELD.match(sentence) and len(sentence.split()) >= 5
 
 
 @dataclass
@@ -148,7 +157,13 @@ class GraphView:
         return {r["page_id"]: r for r in t.to_pylist()}
 
     def links(self, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], dict[str, Any]]:
-        """Link rows (anchor, sentence) keyed by (src page id, position)."""
+        """Evidence link rows (anchor, sentence) keyed by the edge's (src page id, position).
+
+        The CSR edge points at the first link from src to dst. When that link
+        sits in an infobox field ("map_caption: ...") or a fragment of under five
+        words, the first later link to the same page with a prose sentence is
+        returned instead: a "relation evidence" sentence should state the relation.
+        """
         pairs = set(pairs)
         ds = _dataset(self.out, "links", self.run)
         if ds is None or not pairs:
@@ -156,11 +171,19 @@ class GraphView:
         srcs = sorted({s for s, _ in pairs})
         t = ds.to_table(columns=["src_id", "position", "anchor", "sentence", "dst_id"],
                         filter=pc.field("src_id").isin(srcs))
+        rows = sorted(t.to_pylist(), key=lambda r: (r["src_id"], r["position"]))
+        by_pos = {(r["src_id"], r["position"]): r for r in rows}
+        by_dst: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for r in rows:
+            by_dst.setdefault((r["src_id"], r["dst_id"]), []).append(r)
         out = {}
-        for r in t.to_pylist():
-            key = (r["src_id"], r["position"])
-            if key in pairs:
-                out[key] = r
+        for key in pairs:
+            r = by_pos.get(key)
+            if r is None:
+                continue
+            if not is_prose(r["sentence"]):
+                r = next((o for o in by_dst[(r["src_id"], r["dst_id"])] if is_prose(o["sentence"])), r)
+            out[key] = r
         return out
 
     def anchors_and_redirects(self, page_ids: Iterable[int]) -> dict[int, dict[str, list[str]]]:

@@ -150,18 +150,24 @@ def make_composer(cfg: Config) -> Composer:
 
 
 def build_chains(cfg: Config, ctx: _Context, batch: QuestionBatch) -> tuple[list[Chain], dict[int, dict[str, Any]]]:
-    """The batch's walks joined with evidence sentences, page data and aliases.
-
-    Also returns the page rows of every out-neighbour of each walk's second-to-
-    last entity, which the ambiguity check compares against the final clue.
-    """
-    view = ctx.view
+    """The batch's walks joined with evidence sentences, page data and aliases (see :func:`chains_from_paths`)."""
     raw = []
     for b, ix in batch.picks:
         res = ctx.block(cfg, b)
         for i in ix:
             h = int(res.hops[i])
             raw.append((res.nodes[i, : h + 1].tolist(), res.edges[i, :h].tolist(), STRATEGIES[res.strategy[i]]))
+    return chains_from_paths(ctx.view, raw, cfg.run.seed)
+
+
+def chains_from_paths(view: GraphView, raw: list[tuple[list[int], list[int], str]],
+                      seed: int) -> tuple[list[Chain], dict[int, dict[str, Any]]]:
+    """Chains for (nodes, CSR edge ids, start strategy) paths.
+
+    Evidence for hop i is the link row joined on (page id of node i, edge
+    position). Also returns the page rows of every out-neighbour of each walk's
+    second-to-last entity, which the ambiguity check compares against the final clue.
+    """
     path_nodes = {n for nodes, _, _ in raw for n in nodes}
     rival_nodes = {n for nodes, _, _ in raw for n in view.out_neighbours(nodes[-2]).tolist()}
     pages = view.pages(int(view.page_id[n]) for n in path_nodes | rival_nodes)
@@ -181,7 +187,7 @@ def build_chains(cfg: Config, ctx: _Context, batch: QuestionBatch) -> tuple[list
         facts = [{"key": kv["key"], "value": kv["value"]} for kv in answer_page.get("infobox") or []]
         aliases = [answer_aliases(t, alias_src.get(p, {}).get("redirects", []), alias_src.get(p, {}).get("anchors", []))
                    for t, p in zip(titles, pids, strict=True)]
-        chains.append(Chain(walk_id=content_id("walk", cfg.run.seed, pids), seed=cfg.run.seed, strategy=strategy,
+        chains.append(Chain(walk_id=content_id("walk", seed, pids), seed=seed, strategy=strategy,
                             nodes=nodes, titles=titles, page_ids=pids, pages=[pages.get(p) or {} for p in pids],
                             evidence=evidence, answer_facts=facts, aliases=aliases))
     return chains, pages

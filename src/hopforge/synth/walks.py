@@ -77,67 +77,95 @@ class Walker:
         np.cumsum(n_keep[:-1], out=self.row_start[1:])
         self.total = self.lead_weight * self.n_lead + self.n_other  # total edge weight per row
         self.allowed = np.asarray(allowed, dtype=bool) & (self.total > 0)
+        # Packed per-node sampling table (float64 is exact for edge offsets below 2**53).
+        self._tab = np.stack([self.total, self.lead_weight * self.n_lead * (1.0 - 1.0 / self.lead_weight),
+                              self.row_start.astype(np.float64),
+                              (self.row_start + self.n_lead + self.n_other - 1).astype(np.float64)], axis=1)
+        self._inv_lw = 1.0 / self.lead_weight
+        self._pick = np.maximum if self.lead_weight >= 1.0 else np.minimum
 
     def step(self, cur: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One weighted hop from each node in ``cur`` (all must have total > 0): (dst, walker edge)."""
-        # np.take is several times faster than fancy indexing for 1-D gathers.
-        nl = np.take(self.n_lead, cur)
-        no = np.take(self.n_other, cur)
-        lead_mass = self.lead_weight * nl
-        x = rng.random(len(cur)) * (lead_mass + no)
-        y = x - lead_mass
-        # Lead region: every lead edge spans lead_weight units; the rest span 1 unit.
-        off = np.where(y < 0, x / self.lead_weight, nl + y).astype(np.int64)
-        # Floating-point guard: x can round up to exactly the row total.
-        np.minimum(off, nl + no - 1, out=off)
-        k = np.take(self.row_start, cur) + off
-        return np.take(self.dst, k), k
+        """One weighted hop from each node in ``cur`` (all must have total > 0): (dst, walker edge).
+
+        Draw x uniform in [0, total). Lead edges occupy [0, lead_mass) at
+        ``lead_weight`` units each, the other edges 1 unit each after it, so the
+        edge offset is x / lw in the lead region and x - c after it, with
+        c = lead_mass * (1 - 1/lw). For lw >= 1 that is max(x / lw, x - c) (min
+        for lw < 1): one gather of a packed per-node row, no branches.
+        """
+        d, k, _ = self._step(cur, rng)
+        return d, k
+
+    def _step(self, cur: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`step` that also returns each row's total weight (0 = dead end) from the same gather."""
+        t = np.take(self._tab, cur, axis=0)  # one 32-byte row per walk: fewer cache misses than 4 gathers
+        x = rng.random(len(cur)) * t[:, 0]
+        v = self._pick(x * self._inv_lw, x - t[:, 1])
+        v += t[:, 2]
+        k = np.minimum(v, t[:, 3]).astype(np.int64)
+        return np.take(self.dst, k, mode="wrap"), k, t[:, 0]
 
     def walk(self, starts: np.ndarray, hops: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
                                                                                              np.ndarray]:
         """Walk from ``starts`` for ``hops`` hops each, never revisiting a node.
 
-        Walks are processed sorted by hop count (longest first) so the walks still
-        active at hop t are a prefix and the revisit check reads a contiguous view.
+        Walks are processed sorted by hop count (longest first), and each path
+        position is its own contiguous column, so the walks still active at hop t
+        are a prefix ``[:n_active]`` of every column: the hot path is slices and
+        whole-array ops, never a per-walk gather. A walk that dies (dead end, or
+        ``REVISIT_RETRIES`` re-draws all land on its own path) keeps being stepped
+        with the others (cheaper than compacting) and is blanked at the end.
         Returns (nodes [m, H+1], edges [m, H] as original CSR edge ids, ok [m]) in
-        the input order.
+        the input order; failed walks have -1 from the hop where they died.
         """
         m = len(starts)
         H = int(hops.max()) if m else 0
         order = np.argsort(-hops, kind="stable")
         hs = hops[order]
-        nodes = np.full((m, H + 1), -1, dtype=np.int32)
-        edges = np.full((m, H), -1, dtype=np.int64)
-        nodes[:, 0] = starts[order]
-        alive = self.total[nodes[:, 0]] > 0
-        # n_active[t] = number of walks whose target exceeds t (a prefix, hops sorted desc).
         n_active = np.searchsorted(-hs, -np.arange(H), side="left")
+        cols = [np.ascontiguousarray(starts[order], dtype=np.int32)] + [np.full(m, -1, np.int32) for _ in range(H)]
+        ecols = [np.full(m, -1, np.int64) for _ in range(H)]
+        died = np.full(m, H + 1, np.int32)  # hop at which the walk failed; H + 1 = never
+        if self.dst.size == 0:
+            died[:] = 0
+            H = 0
         for t in range(H):
             na = int(n_active[t])
             if na == 0:
                 break
-            pending = np.flatnonzero(alive[:na])
-            if t > 0:  # a walk can reach a node with no usable out-edge
-                dead = self.total[nodes[pending, t]] == 0
-                alive[pending[dead]] = False
-                pending = pending[~dead]
-            for _ in range(REVISIT_RETRIES):
-                if pending.size == 0:
+            cur = cols[t][:na]
+            d, k, tot = self._step(cur, rng)
+            seen = cols[0][:na] == d
+            for j in range(1, t + 1):
+                seen |= cols[j][:na] == d
+            stuck = tot == 0
+            live = died[:na] > t
+            retry = np.flatnonzero(seen & ~stuck & live)
+            for _ in range(REVISIT_RETRIES):  # few walks: gathers on small index sets are fine here
+                if retry.size == 0:
                     break
-                d, k = self.step(nodes[pending, t], rng)
-                if pending.size == na:  # common case: contiguous prefix, no fancy-index copy
-                    seen = (nodes[:na, : t + 1] == d[:, None]).any(axis=1)
-                else:
-                    seen = (nodes[pending, : t + 1] == d[:, None]).any(axis=1)
-                good = ~seen
-                nodes[pending[good], t + 1] = d[good]
-                edges[pending[good], t] = self.edge[k[good]]
-                pending = pending[seen]
-            alive[pending] = False
+                d2, k2, _ = self._step(cur[retry], rng)
+                again = cols[0][retry] == d2
+                for j in range(1, t + 1):
+                    again |= cols[j][retry] == d2
+                good = retry[~again]
+                d[good], k[good] = d2[~again], k2[~again]
+                retry = retry[again]
+            bad = stuck
+            bad[retry] = True
+            died[:na][bad & live] = t
+            cols[t + 1][:na] = d
+            ecols[t][:na] = np.take(self.edge, k)
+        for t in range(H):
+            gone = died <= t
+            cols[t + 1][gone] = -1
+            ecols[t][gone] = -1
+        ok = died > H
         inv = np.empty_like(order)
         inv[order] = np.arange(m)
-        ok = alive[inv]
-        return nodes[inv], edges[inv], ok
+        nodes = np.stack(cols, axis=1)[inv] if m else np.full((0, H + 1), -1, np.int32)
+        edges = np.stack(ecols, axis=1)[inv] if m and H else np.full((m, H), -1, np.int64)
+        return nodes, edges, ok[inv]
 
 
 def start_weights(walker: Walker, pagerank: np.ndarray, revision_ts_s: np.ndarray,

@@ -1,0 +1,127 @@
+"""Tests for src/hopforge/synth/questions.py: plan, compose, write, resume, determinism."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from hopforge.config import load_config
+from hopforge.errors import StorageError
+from hopforge.storage import query_arrow, read_table
+from hopforge.synth import compose_batch, plan_questions, run_questions
+
+
+def _sorted_rows(out, table):
+    t = read_table(out, table)
+    key = "question_id" if table == "questions" else "walk_id"
+    return sorted(t.to_pylist(), key=lambda r: r[key])
+
+
+def test_run_writes_walks_questions_and_rejects(toy_cfg):
+    stats = run_questions(toy_cfg)
+    out = toy_cfg.run.out
+    qs = read_table(out, "questions").to_pylist()
+    assert stats["questions"] == len(qs) == 20
+    assert {r["hops"] for r in qs} == {2, 3}
+    walks = {r["walk_id"]: r for r in read_table(out, "walks").to_pylist()}
+    assert len(walks) == 20
+    for q in qs:
+        w = walks[q["walk_id"]]
+        assert q["path"] == w["path"] and len(q["path"]) == q["hops"] + 1 and len(set(q["path"])) == len(q["path"])
+        assert [e["hop"] for e in q["evidence"]] == list(range(1, q["hops"] + 1))
+        assert all(e["sentence"] and e["anchor"] in e["sentence"] for e in q["evidence"])
+        assert q["answer"] == q["path"][-1] and q["answer_aliases"][0] == q["answer"]
+        assert [c["name"] for c in q["checks"]] == ["answer_leak", "shortcut", "single_page", "ambiguity",
+                                                    "malformed"]
+        assert q["passed"] == all(c["passed"] for c in q["checks"])
+        assert not any(a.casefold() in q["question"].casefold() for a in q["answer_aliases"] if len(a) > 3)
+    # Every failed check of every question is a reject row with the check's name as step.
+    rejects = read_table(out, "rejects").to_pylist()
+    failed = {(q["question_id"], c["name"]) for q in qs for c in q["checks"] if not c["passed"]}
+    assert {(r["row_id"], r["step"]) for r in rejects} == failed
+    assert all(r["stage"] == "questions" and r["row_table"] == "questions" for r in rejects)
+    assert sum(stats["rejects"].values()) == len(rejects)
+    # The Cedric Vane -> Duskwater Press evidence sentence is joined on (src page, position).
+    ev = [e for q in qs for e in q["evidence"] if (e["src"], e["dst"]) == ("Cedric Vane", "Duskwater Press (publisher)")]
+    assert ev and ev[0]["sentence"] == "His collections were issued by Duskwater Press, which he co-founded."
+    res = query_arrow(out, "select hops, count(*) as n from questions group by 1 order by 1").to_pylist()
+    assert [r["hops"] for r in res] == [2, 3] and sum(r["n"] for r in res) == 20
+
+
+def test_same_seed_same_table_regardless_of_batch_split(toy_out, tmp_path):
+    import shutil
+
+    other = tmp_path / "copy"
+    shutil.copytree(toy_out, other)
+    a = load_config(None, {"run.out": str(toy_out), "synth.n_questions": 25, "synth.batch_size": 25})
+    b = load_config(None, {"run.out": str(other), "synth.n_questions": 25, "synth.batch_size": 4})
+    run_questions(a)
+    assert len(plan_questions(b)) == 7
+    run_questions(b)
+    assert _sorted_rows(toy_out, "questions") == _sorted_rows(other, "questions")
+    assert _sorted_rows(toy_out, "walks") == _sorted_rows(other, "walks")
+    c = load_config(None, {"run.out": str(tmp_path / "x"), "run.seed": 1, "synth.n_questions": 25})
+    shutil.copytree(toy_out, tmp_path / "x", ignore=shutil.ignore_patterns("questions", "walks", "rejects"))
+    run_questions(c)
+    assert {r["question_id"] for r in _sorted_rows(tmp_path / "x", "questions")}.isdisjoint(
+        {r["question_id"] for r in _sorted_rows(toy_out, "questions")})
+
+
+def test_resume_skips_written_batches(toy_cfg):
+    batches = plan_questions(toy_cfg)
+    first = compose_batch(toy_cfg, batches[0])
+    assert first["questions"] == 20
+    again = compose_batch(toy_cfg, batches[0])
+    assert again["questions"] == 0 and again["skipped_existing"] == 20
+    assert read_table(toy_cfg.run.out, "questions").num_rows == 20
+
+
+def test_tiny_graph_yields_fewer_distinct_walks_than_asked(toy_out, caplog):
+    cfg = load_config(None, {"run.out": str(toy_out), "synth.n_questions": 5000, "synth.hops_min": 2,
+                             "synth.hops_max": 2})
+    batches = plan_questions(cfg)
+    n = sum(b.size for b in batches)
+    assert 0 < n < 5000
+    assert "distinct walks" in caplog.text
+
+
+def test_missing_graph_is_a_clear_error(tmp_path):
+    cfg = load_config(None, {"run.out": str(tmp_path / "nothing")})
+    with pytest.raises(StorageError, match="hopforge ingest"):
+        plan_questions(cfg)
+
+
+def test_hub_cap_and_flags_exclude_pages(toy_out):
+    # Westshire is linked from Aldmoor, Duskwater Press and Ell: a cap of 2 removes it (and other hubs).
+    cfg = load_config(None, {"run.out": str(toy_out), "synth.n_questions": 30, "synth.max_in_degree": 2})
+    run_questions(cfg)
+    nodes = read_table(toy_out, "nodes").to_pylist()
+    hubs = {r["title"] for r in nodes if r["in_degree"] > 2}
+    assert "Westshire" in hubs
+    for q in read_table(toy_out, "questions").to_pylist():
+        assert not hubs & set(q["path"])
+        assert "List of abbeys" not in q["path"] and "Aldmoor (disambiguation)" not in q["path"]
+
+
+def test_schema_of_written_questions(toy_cfg):
+    run_questions(toy_cfg)
+    t = read_table(toy_cfg.run.out, "questions")
+    assert t.schema.field("checks").type == pa.list_(pa.struct([("name", pa.string()), ("passed", pa.bool_()),
+                                                                ("detail", pa.string())]))
+
+
+def test_cli_questions_then_sql(toy_out):
+    from typer.testing import CliRunner
+
+    from hopforge.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["questions", "--out", str(toy_out), "--n", "12", "--hops-min", "2", "--hops-max", "2"])
+    assert r.exit_code == 0, r.output
+    assert '"questions": 12' in r.output
+    r = runner.invoke(app, ["sql", "--out", str(toy_out), "--format", "csv",
+                            "select hops, count(*) as n from questions group by 1"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines() == ['"hops","n"', "2,12"]
+    r = runner.invoke(app, ["questions", "--out", str(toy_out), "--hops-min", "5", "--hops-max", "3"])
+    assert r.exit_code != 0
