@@ -298,6 +298,57 @@ def questions(
     console.print_json(orjson.dumps(stats).decode())
 
 
+# --------------------------------------------------------------------------- rollout
+
+
+def _rollout_view(stats: Any) -> Table:
+    secs = max(1e-9, __import__("time").monotonic() - stats.started)
+    t = Table("trajectories", "traj/s", "turns/s", "tokens/s", "errors", "retries", "context events", "in flight",
+              "status", title="hopforge generate")
+    t.add_row(str(stats.trajectories), f"{stats.trajectories / secs:.2f}", f"{stats.turns / secs:.1f}",
+              f"{stats.tokens / secs:,.0f}", str(stats.errors), str(stats.retries), str(stats.context_events),
+              str(stats.in_flight), ", ".join(f"{k} {v}" for k, v in sorted(stats.status.items())) or "-")
+    return t
+
+
+@app.command()
+def generate(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="cpu | openai | vllm | scripted "
+                                                "[default: teacher.backend].")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Use a running OpenAI-compatible server instead of "
+                                                 "starting one.")] = None,
+    model: Annotated[str | None, typer.Option(help="Teacher model name (vllm: the HF id to serve).")] = None,
+    client: Annotated[str | None, typer.Option(help="HTTP client: lean (aiohttp) | sdk (openai).")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(help="Global bound on requests in flight.")] = None,
+    max_turns: Annotated[int | None, typer.Option(help="Turn limit per trajectory (<= 600).")] = None,
+    attempts: Annotated[int | None, typer.Option(help="Trajectories per question.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress display.")] = True,
+) -> None:
+    """Roll out teacher trajectories over the questions table (resumes: written trajectories are skipped)."""
+    from rich.live import Live
+
+    from hopforge.synth.rollout import run_rollouts
+
+    if teacher is not None and teacher not in {"cpu", "openai", "vllm", "scripted"}:
+        raise typer.BadParameter(f"unknown teacher {teacher!r}", param_hint="--teacher")
+    if client is not None and client not in {"lean", "sdk"}:
+        raise typer.BadParameter(f"unknown client {client!r}", param_hint="--client")
+    cfg = settings(config, out, seed, run_id, **{
+        "teacher.backend": teacher, "teacher.base_url": base_url, "teacher.model": model, "teacher.client": client,
+        "rollout.max_in_flight": max_in_flight, "rollout.max_turns": max_turns,
+        "rollout.attempts_per_question": attempts})
+    if progress and err_console.is_terminal:
+        with Live(console=err_console, refresh_per_second=4, transient=False) as live:
+            stats = run_rollouts(cfg, progress=lambda s: live.update(_rollout_view(s)))
+    else:
+        stats = run_rollouts(cfg)
+    console.print_json(data=stats)
+
+
 # --------------------------------------------------------------------------- flows
 
 StagesOpt = Annotated[str | None, typer.Option(

@@ -91,6 +91,8 @@ class ManagedServer:
         self.restarts = 0
         self._watchdog: asyncio.Task[None] | None = None
         self._log = None
+        self.restarting = False
+        self.failed: str | None = None  # set when the watchdog gave up
 
     @property
     def pid(self) -> int | None:
@@ -184,7 +186,21 @@ class ManagedServer:
             await asyncio.sleep(self.poll_s)
             if self.proc is not None and not self.alive():
                 # start() blocks while the model loads: keep the event loop free meanwhile.
-                await asyncio.to_thread(self.restart)
+                self.restarting = True
+                try:
+                    await asyncio.to_thread(self.restart)
+                except TeacherError as e:
+                    self.failed = str(e)
+                    raise
+                finally:
+                    self.restarting = False
+
+    async def wait_ready(self) -> None:
+        """Return once no restart is in progress; raise if the watchdog gave up."""
+        while self.restarting or (self.proc is not None and not self.alive() and self.failed is None):
+            await asyncio.sleep(self.poll_s)
+        if self.failed:
+            raise TeacherError(self.failed)
 
     async def __aenter__(self) -> ManagedServer:
         await asyncio.to_thread(self.start)

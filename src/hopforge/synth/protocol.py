@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -159,21 +160,60 @@ def _split_think(content: str) -> tuple[str, str | None]:
 
 
 class Conversation:
-    """Append-only history: ``parts`` are pre-serialised (chat) or prompt text (text)."""
+    """Append-only history: ``parts`` are pre-serialised (chat) or JSON-escaped prompt text (text).
 
-    __slots__ = ("parts", "chars", "observations", "folded")
+    Two context events rewrite it (rarely, never per turn): :meth:`fold` replaces old
+    observations by one-line stubs; :meth:`summarize` drops the oldest half of the turns and
+    puts a summary part (the stubs of what they saw) right after the opening.
+    """
+
+    __slots__ = ("parts", "chars", "observations", "folded", "turn_starts", "opening", "summary_lines",
+                 "has_summary")
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.chars = 0
         self.observations: list[tuple[int, str]] = []  # (part index, short stub) for folding
-        self.folded = 0  # observations already replaced by their stub
+        self.folded = 0  # observations[:folded] are already replaced by their stub
+        self.turn_starts: list[int] = []  # part index where each assistant turn begins
+        self.opening = 0  # parts before the first turn (prompt, question)
+        self.summary_lines: list[str] = []
+        self.has_summary = False
 
     def append(self, part: bytes, observation_stub: str | None = None) -> None:
         if observation_stub is not None:
             self.observations.append((len(self.parts), observation_stub))
         self.parts.append(part)
         self.chars += len(part)
+
+    def mark_turn(self) -> None:
+        if not self.turn_starts and not self.has_summary:
+            self.opening = len(self.parts)
+        self.turn_starts.append(len(self.parts))
+
+    def summarize(self, render: Callable[[list[str]], bytes], max_lines: int = 40) -> int:
+        """Drop the oldest half of the turns (at least 2 stay); returns turns dropped."""
+        if len(self.turn_starts) < 4:
+            return 0
+        k = len(self.turn_starts) // 2
+        cut = self.turn_starts[k]
+        dropped = [stub.split(" [... ", 1)[0] for i, stub in self.observations if i < cut]
+        self.summary_lines.extend(dropped)
+        if len(self.summary_lines) > max_lines:
+            older = len(self.summary_lines) - max_lines + 1
+            self.summary_lines = [f"({older} earlier steps not shown)"] + self.summary_lines[-(max_lines - 1):]
+        summary = render(self.summary_lines)
+        tail = self.parts[cut:]
+        # The previous summary (if any) sits at parts[opening] and is replaced by the new one.
+        self.parts = self.parts[: self.opening] + [summary] + tail
+        shift = cut - (self.opening + 1)
+        self.turn_starts = [t - shift for t in self.turn_starts[k:]]
+        n_before = len(self.observations)
+        self.observations = [(i - shift, stub) for i, stub in self.observations if i >= cut]
+        self.folded = max(0, self.folded - (n_before - len(self.observations)))
+        self.has_summary = True
+        self.chars = sum(len(p) for p in self.parts)
+        return k
 
 
 def _stub(observation: str) -> str:
@@ -269,6 +309,7 @@ class ChatProtocol:
 
     def append_turn(self, conv: Conversation, turn: ModelTurn) -> None:
         msg = {k: v for k, v in turn.message.items() if not k.startswith("_")}
+        conv.mark_turn()
         conv.append(orjson.dumps(msg or {"role": "assistant", "content": turn.content}))
 
     def append_observation(self, conv: Conversation, turn: ModelTurn, observation: str) -> tuple[str, str | None]:
@@ -280,6 +321,9 @@ class ChatProtocol:
             return "tool", call_id
         conv.append(orjson.dumps({"role": "user", "content": observation}), _stub(observation))
         return "user", None
+
+    def summarize(self, conv: Conversation) -> int:
+        return conv.summarize(_chat_summary)
 
     def fold(self, conv: Conversation, keep_last: int = 2) -> int:
         """Replace the oldest observations (all but ``keep_last``) by one-line stubs; returns parts folded."""
@@ -294,6 +338,17 @@ class ChatProtocol:
             conv.folded += 1
             n += 1
         return n
+
+
+def _chat_summary(lines: list[str]) -> bytes:
+    text = "Summary of your earlier steps (their results were removed to fit the context window):\n" + \
+        "\n".join(f"- {x}" for x in lines)
+    return orjson.dumps({"role": "user", "content": text})
+
+
+def _text_summary(lines: list[str]) -> bytes:
+    quoted = PROTOCOL_LINE_RE.sub("| ", "\n".join(f"- {x}" for x in lines))
+    return _esc(f"\n(Earlier steps, folded to fit the context window:\n{quoted})\nThought:")
 
 
 def _usage(resp: dict[str, Any], turn: ModelTurn) -> None:
@@ -338,6 +393,9 @@ Thought: The founder is Hanne Lind.
 Action: answer[Hanne Lind]
 """
 
+# Page text lines that look like protocol lines are quoted ("| Action: ...") so an observation can
+# never pose as a new step of the transcript (to the model, or to anything re-reading the prompt).
+PROTOCOL_LINE_RE = re.compile(r"(?m)^(?=[ \t]*(?:Question|Thought|Action|Observation)[ \t]*:)")
 ACTION_RE = re.compile(r"^\s*Action\s*:\s*([A-Za-z_]+)\s*\[(.*)\]\s*$", re.M)
 ACTION_LINE_RE = re.compile(r"^\s*Action\s*:.*$", re.M)
 TEXT_STOP = ["\nObservation:", "\nQuestion:"]
@@ -417,12 +475,17 @@ class TextProtocol:
         return turn
 
     def append_turn(self, conv: Conversation, turn: ModelTurn) -> None:
+        conv.mark_turn()
         conv.append(_esc(turn.message.get("text", " " + turn.content.strip())))
 
     def append_observation(self, conv: Conversation, turn: ModelTurn, observation: str) -> tuple[str, str | None]:
-        conv.append(_esc(f"\nObservation: {observation}"), _stub(observation))
+        quoted = PROTOCOL_LINE_RE.sub("| ", observation)
+        conv.append(_esc(f"\nObservation: {quoted}"), _stub(quoted))
         conv.append(_esc("\nThought:"))
         return "tool", None
+
+    def summarize(self, conv: Conversation) -> int:
+        return conv.summarize(_text_summary)
 
     def fold(self, conv: Conversation, keep_last: int = 2) -> int:
         n = 0

@@ -15,8 +15,10 @@ make the budget quadratic in the horizon).
 
 Context: the prompt size is estimated from the last request's prompt tokens per
 byte; past ``rollout.context_fold_at`` x ``teacher.context_tokens`` (minus room
-for the reply) the oldest observations are replaced by one-line stubs and the
-turn records ``context_action = "truncated"``.
+for the reply) the oldest observations (all but the last two) are replaced by
+one-line stubs (``context_action = "truncated"``); if that is not enough, the
+oldest half of the turns is dropped and replaced by a summary of what they saw
+(``"summarized"``). Both are rare rewrites; normal turns only append.
 """
 
 from __future__ import annotations
@@ -188,17 +190,21 @@ class RolloutEngine:
         status, final_answer, error = "turn_limit", None, None
         tokens_in = tokens_out = budget_used = retries = errors = context_events = tool_calls = 0
         tokens_per_byte = 1 / OBS_CHARS_PER_TOKEN
+        overhead = len(proto.body(conv)) - conv.chars  # request fields + tool schemas, constant per turn
         # Per-request seed: reproducible sampling on servers that honour it (vLLM, llama.cpp).
         req_seed = int(tid[:8], 16)
         st = self.stats
         for turn_no in range(self.max_turns):
             context_action = "none"
-            if conv.chars * tokens_per_byte > self.fold_at_tokens:
+            if (conv.chars + overhead) * tokens_per_byte > self.fold_at_tokens:
                 if proto.fold(conv):
                     context_action = "truncated"
+                while (conv.chars + overhead) * tokens_per_byte > self.fold_at_tokens and proto.summarize(conv):
+                    context_action = "summarized"
+                if context_action != "none":
                     context_events += 1
                     st.context_events += 1
-                if conv.chars * tokens_per_byte > self.hard_limit_tokens:
+                if (conv.chars + overhead) * tokens_per_byte > self.hard_limit_tokens:
                     status, error = "error", "context_exhausted: the prompt no longer fits after folding"
                     break
             body = proto.body(conv, req_seed + turn_no)

@@ -184,6 +184,11 @@ class Teacher:
                     err = e
                 finally:
                     self.in_flight -= 1
+            if self.server is not None and self.server.proc is not None and (
+                    self.server.restarting or not self.server.alive()):
+                # A managed server is being restarted: wait for it instead of burning retries.
+                await self.server.wait_ready()
+                continue
             if attempt >= self.retry.retries:
                 raise TeacherError(f"{err} (gave up after {attempt} retries)")
             # Full jitter, outside the semaphore so backing-off requests do not hold slots.
