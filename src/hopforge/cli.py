@@ -349,6 +349,72 @@ def generate(
     console.print_json(data=stats)
 
 
+# --------------------------------------------------------------------------- filters
+
+
+def _print_funnel(report: dict[str, Any]) -> None:
+    t = Table("step", "in", "kept", "rejected", "top reasons", title="filter funnel")
+    for s in report["steps"]:
+        t.add_row(s["step"], str(s["in"]), str(s["kept"]), str(s["rejected"]),
+                  ", ".join(f"{r} ({n})" for r, n in s["top_reasons"]))
+    console.print(t)
+    console.print(f"in {report['in']}  kept {report['kept']}  rejected {report['rejected']}  "
+                  f"(skipped, already decided: {report['skipped_already_decided']})  {report['seconds']} s")
+    console.print(f"[dim]report: {report['report_path']}[/dim]")
+
+
+@app.command("filter")
+def filter_cmd(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    llm_judge: Annotated[bool | None, typer.Option("--llm-judge/--no-llm-judge",
+                                                   help="Ask the teacher about near-miss answers.")] = None,
+    f1_threshold: Annotated[float | None, typer.Option(help="Token F1 that counts as correct.")] = None,
+    min_tool_calls: Annotated[int | None, typer.Option(help="Fewest search/visit calls kept.")] = None,
+    decontaminate: Annotated[Path | None, typer.Option(help="Benchmark questions file, one per line.")] = None,
+    difficulty_k: Annotated[int | None, typer.Option(help="Closed-book attempts per question (0: no calibration).")]
+    = None,
+) -> None:
+    """Filter trajectories into kept / rejects (correctness, format, degeneration, effort, dedup,
+    decontamination, difficulty) and print the funnel; re-running skips trajectories already decided."""
+    from hopforge.filters import run_filters
+
+    cfg = settings(config, out, seed, run_id, **{
+        "filters.llm_judge": llm_judge, "filters.f1_threshold": f1_threshold,
+        "filters.min_tool_calls": min_tool_calls,
+        "filters.decontaminate": str(decontaminate) if decontaminate else None,
+        "filters.difficulty_k": difficulty_k})
+    _print_funnel(run_filters(cfg))
+
+
+@app.command("label")
+def label_cmd(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    judge: Annotated[bool | None, typer.Option("--judge/--no-judge",
+                                               help="Teacher labels essential / not_necessary / harmful.")] = None,
+    judge_window: Annotated[int | None, typer.Option(help="Assistant turns per judge request.")] = None,
+) -> None:
+    """Write turn labels and loss weights for kept trajectories (rule labels; judge labels with --judge)."""
+    from hopforge.filters import run_labels
+
+    cfg = settings(config, out, seed, run_id, **{"filters.label_judge": judge, "filters.judge_window": judge_window})
+    stats = run_labels(cfg)
+    t = Table("trajectories", "turns", "assistant turns", "mean weight", "judge requests", "fallback windows",
+              "policies", title="turn labels")
+    t.add_row(str(stats["trajectories"]), str(stats["turns"]), str(stats["assistant_turns"]),
+              str(stats["mean_assistant_loss_weight"]), str(stats["judge_requests"]),
+              str(stats["judge_fallback_windows"]),
+              ", ".join(f"{k} ({v})" for k, v in stats["assistant_turn_policies"].items()))
+    console.print(t)
+    console.print(f"[dim]skipped, already labelled: {stats['skipped_already_labelled']}; "
+                  f"report: {stats['report_path']}[/dim]")
+
+
 # --------------------------------------------------------------------------- flows
 
 StagesOpt = Annotated[str | None, typer.Option(

@@ -8,6 +8,8 @@ def test_normalize_folds_case_punctuation_articles_whitespace_unicode():
     assert normalize_answer("ｆｕｌｌ　ｗｉｄｔｈ") == "full width"  # NFKD compatibility forms
     assert normalize_answer("an apple a day") == "apple day"
     assert normalize_answer(None) == ""
+    assert normalize_answer("1,234,567") == normalize_answer("1 234 567") == "1234567"
+    assert normalize_answer("12, 345") == "12 345"  # a list, not a grouped number
 
 
 def test_token_f1_partial_overlap():
@@ -22,3 +24,11 @@ def test_match_against_alias_and_best_reference():
     m = match_answer("the river Danube", "Danube", ["Danube River"])
     assert not m.exact and m.f1 == 1.0 and m.matched == "Danube River"  # bag of tokens: order-free
     assert not match_answer("Rhine", "Danube", ["Donau"]).exact
+
+
+def test_ascii_fast_path_equals_unicode_path():
+    from hopforge.filters.answers import _normalize_unicode
+
+    for code in range(128):
+        text = f"Xo{chr(code)}The yZ"
+        assert normalize_answer(text) == _normalize_unicode(text), repr(chr(code))

@@ -3,6 +3,7 @@ import asyncio
 import pytest
 from trajectory_builders import FakeTeacher, question, trajectory
 
+from hopforge.errors import TeacherError
 from hopforge.filters.difficulty import (
     calibrate,
     difficulty_verdicts,
@@ -52,3 +53,11 @@ def test_calibrate_rejects_k0():
 
     with pytest.raises(ValueError):
         asyncio.run(calibrate([question()], k=0, solve_no_tools=solver))
+
+
+def test_dead_teacher_aborts_calibration():
+    async def dead(q, attempt):
+        raise TeacherError("teacher unreachable after 4 retries")
+
+    with pytest.raises(TeacherError):
+        asyncio.run(calibrate([question()], k=2, solve_no_tools=dead))

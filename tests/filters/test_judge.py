@@ -4,7 +4,7 @@ import orjson
 import pytest
 from trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode
 
-from hopforge.errors import ModelOutputError
+from hopforge.errors import ModelOutputError, TeacherError
 from hopforge.filters.judge import TurnJudge, judge_prompt, parse_judge_output, windows
 from hopforge.filters.labels import RULES_POLICY
 
@@ -60,7 +60,15 @@ def test_malformed_window_falls_back_to_rules_and_says_so():
     assert rows[8]["judge_label"] == "essential"
 
 
-def test_failed_request_falls_back():
+def test_dead_teacher_stops_instead_of_silently_rule_labelling():
+    def dead(prompt):
+        raise TeacherError("teacher unreachable (gave up after 4 retries)")
+
+    with pytest.raises(TeacherError):
+        asyncio.run(TurnJudge(FakeTeacher(dead), window=20).label(make_episode()))
+
+
+def test_unexpected_client_error_falls_back():
     def boom(prompt):
         raise ConnectionError("teacher down")
 
@@ -89,3 +97,15 @@ def test_parse_judge_output_accepts_fenced_json_and_prompt_shows_window():
     prompt = judge_prompt(make_episode(GOOD_ACTIONS), [2, 4])
     assert "T3 [tool] 1. Zorblax" in prompt and "T5 [tool]" in prompt and "T6" not in prompt
     assert "Zorblax -> Austria -> Vienna -> Danube" in prompt
+
+
+def test_prompt_cuts_context_before_the_window():
+    long_obs = "Vienna lies on the Danube. " * 40  # ~1,000 characters
+    ep = make_episode([("search", f"query {i}", f"{i} {long_obs}") for i in range(6)] + [("answer", "Danube")])
+    prompt = judge_prompt(ep, [10, 12], context_turns=4)
+    transcript = prompt.split("Transcript (T<n> = turn n; long turns are cut):\n", 1)[1].split("\n\nLabel", 1)[0]
+    lines = transcript.splitlines()
+    assert lines[0] == "(… 5 earlier turns omitted)"  # user + T2..T9 = 9 turns before T10, 4 kept
+    assert [ln.split(" ", 1)[0] for ln in lines[1:]] == ["T6", "T7", "T8", "T9", "T10", "T11", "T12", "T13"]
+    assert max(len(ln) for ln in lines[1:5]) <= len("T9 [tool] ") + 120
+    assert len(lines[6]) > 300  # the window's own observations keep 400 characters

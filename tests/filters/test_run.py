@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 import orjson
@@ -6,7 +7,7 @@ import pytest
 from trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode, question, write_dataset
 
 from hopforge.config import load_config
-from hopforge.errors import ConfigError
+from hopforge.errors import ConfigError, TeacherError
 from hopforge.filters import run_filters, run_labels
 from hopforge.storage import query_arrow, read_table
 
@@ -31,7 +32,9 @@ def dataset(out: Path) -> None:
                       ("answer", "Jane Doe")], tid="other-q", q=q2),
         make_episode(GOOD_ACTIONS, tid="on-dup-q", q=q_dup),
     ]
-    write_dataset(out, [question(), q2, q_dup], eps, turns_per_shard=25)
+    # q0 duplicates q1 and sorts first, but has no trajectory: it must not shadow q1.
+    q_unused = question("q0", question=question()["question"])
+    write_dataset(out, [q_unused, question(), q2, q_dup], eps, turns_per_shard=25)
 
 
 def cfg_for(out: Path, **overrides):
@@ -104,16 +107,39 @@ def test_decontamination_and_difficulty_steps(out, tmp_path):
     assert [s["step"] for s in report["steps"]][:3] == ["decontaminate", "near_duplicate_question", "difficulty"]
     assert report["difficulty"] == {"calibrated": 3, "already_calibrated": 0}
 
+    async def must_not_run(q, attempt):
+        raise AssertionError("questions already calibrated must not be asked again")
 
-def test_llm_judge_without_teacher_module_is_a_config_error(out):
+    again = run_filters(cfg_for(out, **{"filters.decontaminate": str(bench), "filters.decontam_ngram": 8,
+                                         "filters.difficulty_k": 2}), solver=must_not_run)
+    assert again["difficulty"] == {"calibrated": 0, "already_calibrated": 3}
+    assert read_table(out, "difficulty").num_rows == 3
+
+
+def test_crash_mid_run_loses_no_decision_and_resume_completes(out, monkeypatch):
+    from hopforge.filters.correctness import AnswerFilter
+
     dataset(out)
-    try:
-        import hopforge.synth.teacher  # noqa: F401
-    except ImportError:
-        with pytest.raises(ConfigError, match="filters.llm_judge needs the teacher client"):
-            run_filters(cfg_for(out, **{"filters.llm_judge": True}))
-    else:
-        pytest.skip("the rollout branch's teacher is present; covered by its integration test")
+    real = AnswerFilter.filter
+    monkeypatch.setattr(AnswerFilter, "filter", lambda self, ep: (_ for _ in ()).throw(RuntimeError("judge bug")))
+    with pytest.raises(RuntimeError, match="judge bug"):
+        run_filters(cfg_for(out))
+    # Rejections made before the crash were flushed; nothing reached kept.
+    early = {r["row_id"] for r in read_table(out, "rejects").to_pylist()}
+    assert early == {"on-dup-q", "loop", "lazy", "unfinished", "unparseable"}
+    monkeypatch.setattr(AnswerFilter, "filter", real)
+    resumed = run_filters(cfg_for(out))
+    assert resumed["skipped_already_decided"] == 5 and resumed["in"] == 5
+    assert {r["trajectory_id"] for r in read_table(out, "kept").to_pylist()} == {"good", "alias", "other-q"}
+    assert read_table(out, "rejects").num_rows == 7
+
+
+def test_llm_judge_without_teacher_module_is_a_config_error(out, monkeypatch):
+    dataset(out)
+    monkeypatch.setitem(sys.modules, "hopforge.synth.teacher", None)  # a build without the rollout stage
+    with pytest.raises(ConfigError, match="filters.llm_judge needs the teacher client"):
+        run_filters(cfg_for(out, **{"filters.llm_judge": True}))
+    assert read_table(out, "kept").num_rows == 0  # failed before writing anything
 
 
 def test_run_labels_rules_then_judge_and_catalog_view(out):
@@ -144,3 +170,45 @@ def test_run_labels_with_judge_batches_per_window(out):
     stats = run_labels(cfg_for(out, **{"filters.label_judge": True, "filters.judge_window": 3}), judge=teacher)
     assert stats["judge_requests"] == len(teacher.requests) == 6  # 3 trajectories x ceil(4 / 3) windows
     assert stats["judge_labels"] == {"essential": 12} and stats["judge_fallback_windows"] == 0
+
+
+def test_labels_with_another_config_relabel_everything_and_the_view_follows(out):
+    dataset(out)
+    run_filters(cfg_for(out))
+    run_labels(cfg_for(out))  # rules-v1 under the default run id
+    judged = cfg_for(out, **{"filters.label_judge": True})
+    assert judged.run_id != cfg_for(out).run_id
+
+    def reply(prompt):
+        line = prompt.rsplit("Label every assistant turn among ", 1)[1].split(":", 1)[0]
+        return orjson.dumps([{"turn": int(t.strip()[1:]), "label": "harmful", "rationale": "bad"}
+                             for t in line.split(",")]).decode()
+
+    stats = run_labels(judged, judge=FakeTeacher(reply))
+    assert stats["trajectories"] == 3 and stats["skipped_already_labelled"] == 0
+    rows = query_arrow(out, "SELECT DISTINCT label_policy, loss_weight FROM turns "
+                            "WHERE trajectory_id = 'good' AND role = 'assistant'").to_pylist()
+    assert rows == [{"label_policy": "judge-v1", "loss_weight": 0.0}]  # the latest labelling run
+
+
+def test_empty_dataset_gives_an_empty_funnel(out):
+    report = run_filters(cfg_for(out))
+    assert report["in"] == report["kept"] == report["rejected"] == 0
+    assert all(s["in"] == 0 for s in report["steps"])
+    assert run_labels(cfg_for(out))["trajectories"] == 0
+
+
+def test_unreachable_answer_judge_stops_without_rejecting_and_resume_finishes(out):
+    dataset(out)
+
+    def down(prompt):
+        raise ConnectionError("connection refused")
+
+    with pytest.raises(TeacherError, match="answer judge request failed for trajectory wrong"):
+        run_filters(cfg_for(out, **{"filters.llm_judge": True}), judge=FakeTeacher(down))
+    assert "wrong" not in {r["row_id"] for r in read_table(out, "rejects").to_pylist()}
+    up = FakeTeacher(lambda p: '{"verdict": "incorrect", "rationale": "The Rhine is another river."}')
+    report = run_filters(cfg_for(out, **{"filters.llm_judge": True}), judge=up)
+    assert report["answer_judge_requests"] == 1 and len(up.requests) == 1
+    wrong = next(r for r in read_table(out, "rejects").to_pylist() if r["row_id"] == "wrong")
+    assert wrong["reason"] == "answer_mismatch" and "judge incorrect: The Rhine is another river." in wrong["detail"]

@@ -9,6 +9,7 @@ prediction is compared against the answer and every alias; the best score wins.
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
@@ -16,12 +17,22 @@ from dataclasses import dataclass
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _SPACES = re.compile(r"\s+")
+_DIGIT_GROUP = re.compile(r"(?<=\d)[,\u00a0\u202f ](?=\d{3}(?!\d))")
+_ASCII_PUNCT = str.maketrans({c: " " for c in string.punctuation})
 
 
 def normalize_answer(text: str | None) -> str:
     """Fold case, accents and compatibility forms; drop punctuation and English articles."""
     if not text:
         return ""
+    # Digit grouping is formatting, not content: "1,234,567" and "1 234 567" both mean 1234567.
+    text = _DIGIT_GROUP.sub("", text)
+    if text.isascii():  # fast path (most answers and questions), tested equal to the Unicode path
+        return _SPACES.sub(" ", _ARTICLES.sub(" ", text.lower().translate(_ASCII_PUNCT))).strip()
+    return _normalize_unicode(text)
+
+
+def _normalize_unicode(text: str) -> str:
     # NFKD splits accented letters into base + combining mark (dropped below) and folds
     # compatibility forms (full-width digits, ligatures) to their plain equivalents.
     text = unicodedata.normalize("NFKD", text).casefold()

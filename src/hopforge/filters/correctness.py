@@ -5,7 +5,8 @@ aliases (:mod:`hopforge.filters.answers`). When ``judge`` is given, every
 non-empty answer the rules reject (a near miss: "JFK" for "John F. Kennedy" has
 F1 0 but is right) is sent to the teacher once; its verdict and one-line
 rationale go into the ``kept`` row or the reject's detail. A judge reply that
-does not parse is never counted as correct.
+does not parse is never counted as correct; a request that fails stops the run
+(nothing decided is lost, a re-run resumes) rather than rejecting for good.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from hopforge.errors import ModelOutputError
+from hopforge.errors import ModelOutputError, TeacherError
 from hopforge.filters.answers import match_answer
 from hopforge.filters.episode import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
@@ -33,7 +34,7 @@ class TextClient(Protocol):
 
 @dataclass(frozen=True)
 class AnswerVerdict:
-    verdict: str  # correct | incorrect | malformed | error
+    verdict: str  # correct | incorrect | malformed
     rationale: str
 
 
@@ -115,8 +116,11 @@ class AnswerFilter(Filter):
         try:
             text = await self.judge.complete_text([{"role": "user", "content": prompt}],  # type: ignore[union-attr]
                                                   max_tokens=self.judge_max_tokens, temperature=0.0)
-        except Exception as e:  # a dead judge must not kill the run: the rule verdict stands
-            return AnswerVerdict("error", f"judge request failed: {type(e).__name__}: {e}"[:300])
+        except Exception as e:
+            # Rejections are final, so an unreachable judge must not reject near misses it would have
+            # accepted: stop; decisions made so far are written and a re-run resumes from here.
+            raise TeacherError(f"answer judge request failed for trajectory {ep.trajectory_id} "
+                               f"({type(e).__name__}: {e}); re-run to resume") from e
         try:
             return parse_answer_verdict(text)
         except ModelOutputError as e:

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from hopforge.errors import TeacherError
 from hopforge.filters.answers import match_answer
 from hopforge.filters.correctness import TextClient
 
@@ -73,8 +74,9 @@ async def calibrate(
     """``difficulty`` rows: k no-tool attempts and k tool attempts (or recorded tool outcomes) per question.
 
     A solver that raises counts as a failed attempt (it did not solve the
-    question); the rate is still over k, so a flaky teacher makes questions look
-    harder, never easier.
+    question); the rate is still over k, so a flaky answer makes a question look
+    harder, never easier. A :class:`TeacherError` (the client gave up after its
+    retries) aborts instead: a dead teacher would make every question look hard.
     """
     if k < 1:
         raise ValueError("calibrate needs k >= 1 attempts per mode")
@@ -84,6 +86,8 @@ async def calibrate(
         async with sem:
             try:
                 return is_correct(await solver(q, i), q, f1_threshold)
+            except TeacherError:
+                raise  # the client already retried: the teacher is down, rates would be fiction
             except Exception:  # noqa: BLE001 - see docstring: a failed attempt, not a failed run
                 return False
 

@@ -7,8 +7,10 @@ small), and asks for one JSON object per assistant turn of the window.
 
 Parsing is strict: a JSON array whose turn numbers are exactly the window's
 assistant turns, each with a known label and a non-empty rationale. Anything
-else (prose, a missing or extra turn, an unknown label, a failed request) makes
-the whole window fall back to the rule policy, and ``judge_rationale`` says why.
+else (prose, a missing or extra turn, an unknown label, an unexpected client
+error) makes the whole window fall back to the rule policy, and
+``judge_rationale`` says why. A :class:`TeacherError` (the client gave up after
+its retries) stops the run instead: labels written so far stay, a re-run resumes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from hopforge.errors import ModelOutputError
+from hopforge.errors import ModelOutputError, TeacherError
 from hopforge.filters.correctness import TextClient
 from hopforge.filters.episode import Episode
 from hopforge.filters.labels import (
@@ -73,15 +75,26 @@ def windows(episode: Episode, window: int) -> list[list[int]]:
     return [idx[i : i + window] for i in range(0, len(idx), window)]
 
 
-def judge_prompt(episode: Episode, turns: Sequence[int], chars: int = 400) -> str:
+def judge_prompt(episode: Episode, turns: Sequence[int], chars: int = 400, context_chars: int = 120,
+                 context_turns: int = 40) -> str:
+    """The prompt for one window. Turns before the window are context only: they are cut to
+    ``context_chars`` and at most the last ``context_turns`` are shown, so late windows of a long
+    trajectory still fit a small teacher's context."""
     q = episode.question or {}
     # Show the window's last call together with its observation: a call is judged by what it found.
     end = next((t["turn_index"] for t in episode.turns
                 if t.get("role") == "assistant" and t["turn_index"] > turns[-1]), None)
-    transcript = "\n".join(_render_turn(t, chars) for t in episode.turns
-                           if t.get("role") != "system" and (end is None or t["turn_index"] < end))
+    shown = [t for t in episode.turns if t.get("role") != "system" and (end is None or t["turn_index"] < end)]
+    before = [t for t in shown if t["turn_index"] < turns[0]]
+    inside = [t for t in shown if t["turn_index"] >= turns[0]]
+    lines = []
+    if len(before) > context_turns:
+        lines.append(f"(… {len(before) - context_turns} earlier turns omitted)")
+        before = before[-context_turns:]
+    lines += [_render_turn(t, context_chars) for t in before]
+    lines += [_render_turn(t, chars) for t in inside]
     return JUDGE_PROMPT.format(question=q.get("question"), answer=q.get("answer"),
-                               path=" -> ".join(q.get("path") or []), transcript=transcript,
+                               path=" -> ".join(q.get("path") or []), transcript="\n".join(lines),
                                turns=", ".join(f"T{i}" for i in turns))
 
 
@@ -139,7 +152,9 @@ class TurnJudge:
                     [{"role": "user", "content": judge_prompt(episode, turns, self.turn_chars)}],
                     max_tokens=self.max_tokens, temperature=0.0)
                 verdicts = parse_judge_output(text, turns)
-            except Exception as e:  # noqa: BLE001 - any failure of the judge means: use the rules
+            except TeacherError:
+                raise  # the client gave up after its retries: stop rather than rule-label everything
+            except Exception as e:  # noqa: BLE001 - any other failure of the judge means: use the rules
                 self.fallback_windows += 1
                 why = f"judge_fallback: {type(e).__name__}: {e}"[:300]
                 for i in turns:

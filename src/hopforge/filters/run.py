@@ -1,8 +1,8 @@
 """Stage entry points: ``run_filters(cfg)`` (kept / rejects / difficulty + funnel) and ``run_labels(cfg)``.
 
 Both are idempotent: a trajectory already decided (in ``kept`` or in ``rejects``
-with stage "filter") is not filtered again, and a kept trajectory already in
-``turn_labels`` is not labelled again. Each invocation saves its report as JSON
+with stage "filter", any run) is not filtered again, and a kept trajectory already
+labelled by this run is not labelled again. Each invocation saves its report as JSON
 under ``OUT/reports/`` and returns it.
 """
 
@@ -103,14 +103,13 @@ async def _calibrate(cfg: Config, questions: dict[str, dict[str, Any]], client: 
     done = existing_ids(out, "difficulty", "question_id")
     todo = [q for qid, q in sorted(questions.items()) if qid not in done]
     if todo:
+        if solver is None:
+            assert client is not None, "the caller starts the teacher when no solver is injected"
+            solver = no_tool_solver(client)
         outcomes = trajectory_outcomes(read_table(out, "trajectories").to_pylist(), questions, f.f1_threshold,
                                        f.difficulty_k)
-        async with contextlib.AsyncExitStack() as stack:
-            if solver is None:
-                teacher = await stack.enter_async_context(_teacher(cfg, client, "filters.difficulty_k > 0"))
-                solver = no_tool_solver(teacher)
-            rows = await calibrate(todo, k=f.difficulty_k, solve_no_tools=solver, tool_outcomes=outcomes,
-                                   f1_threshold=f.f1_threshold, teacher_model=cfg.teacher.model)
+        rows = await calibrate(todo, k=f.difficulty_k, solve_no_tools=solver, tool_outcomes=outcomes,
+                               f1_threshold=f.f1_threshold, teacher_model=cfg.teacher.model)
         with ShardWriter(out, "difficulty", run_id=cfg.run_id, config_hash=cfg.config_hash()) as w:
             w.write_many(rows)
     return {"calibrated": len(todo), "already_calibrated": len(done)}
@@ -119,20 +118,26 @@ async def _calibrate(cfg: Config, questions: dict[str, dict[str, Any]], client: 
 async def _run_filters(cfg: Config, judge: TextClient | None, solver: Solver | None) -> dict[str, Any]:
     started = time.monotonic()
     out, f = Path(cfg.run.out), cfg.filters
-    questions = load_questions(out)
+    # Only questions that have trajectories matter: a question without any (e.g. one that failed the
+    # synth checks) must neither shadow a near-duplicate that has data nor cost calibration requests.
+    rolled_out = set(read_table(out, "trajectories", columns=["question_id"]).column("question_id").to_pylist())
+    questions = {qid: q for qid, q in load_questions(out).items() if qid in rolled_out}
     decided = decided_trajectories(out)
     kept_table = read_table(out, "kept", columns=["question_id", "action_hash", "trajectory_id"]).to_pylist()
     seen = {r["action_hash"]: r["trajectory_id"] for r in kept_table if r["action_hash"]}
     report: dict[str, Any] = {"stage": "filter", "run_id": cfg.run_id, "skipped_already_decided": len(decided)}
-    difficulty = None
-    if f.difficulty_k > 0:
-        report["difficulty"] = await _calibrate(cfg, questions, judge, solver)
-        difficulty = difficulty_verdicts(read_table(out, "difficulty").to_pylist(), f.max_solve_rate_no_tools,
-                                         f.min_solve_rate_tools)
     async with contextlib.AsyncExitStack() as stack:
-        answer_judge = None
-        if f.llm_judge:
-            answer_judge = await stack.enter_async_context(_teacher(cfg, judge, "filters.llm_judge"))
+        # One teacher for both uses, started only when needed (a local server takes a while to boot).
+        client = None
+        if f.llm_judge or (f.difficulty_k > 0 and solver is None):
+            why = "filters.llm_judge" if f.llm_judge else "filters.difficulty_k > 0"
+            client = await stack.enter_async_context(_teacher(cfg, judge, why))
+        difficulty = None
+        if f.difficulty_k > 0:
+            report["difficulty"] = await _calibrate(cfg, questions, client, solver)
+            difficulty = difficulty_verdicts(read_table(out, "difficulty").to_pylist(), f.max_solve_rate_no_tools,
+                                             f.min_solve_rate_tools)
+        answer_judge = client if f.llm_judge else None
         steps = build_steps(cfg, questions, kept_questions={r["question_id"] for r in kept_table},
                             seen_hashes=seen, difficulty=difficulty, answer_judge=answer_judge)
         pipeline = FilterPipeline(steps)
@@ -174,7 +179,10 @@ def run_filters(cfg: Config, *, judge: TextClient | None = None, solver: Solver 
 async def _run_labels(cfg: Config, judge: TextClient | None, chunk: int) -> dict[str, Any]:
     started = time.monotonic()
     out, f = Path(cfg.run.out), cfg.filters
-    labelled = existing_ids(out, "turn_labels", "trajectory_id")
+    # Scoped to this run: the catalog's `turns` view reads only the latest labelling run, so a run
+    # with another config (another run id, e.g. judge on) must label every kept trajectory itself.
+    labelled = set(read_table(out, "turn_labels", run=cfg.run_id, columns=["trajectory_id"])
+                   .column("trajectory_id").to_pylist())
     todo = existing_ids(out, "kept", "trajectory_id") - labelled
     stats: dict[str, Any] = {"stage": "label", "run_id": cfg.run_id, "skipped_already_labelled": len(labelled),
                              "trajectories": 0, "turns": 0, "assistant_turns": 0}
