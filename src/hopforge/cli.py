@@ -415,6 +415,58 @@ def label_cmd(
                   f"report: {stats['report_path']}[/dim]")
 
 
+# --------------------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    dest: Annotated[Path, typer.Option("--dest", "-d", help="Export directory (a dataset repo layout).")],
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="trl | sharegpt | openai-jsonl "
+                                            "(default: export.format)")] = None,
+    include_rejected: Annotated[bool, typer.Option("--include-rejected", help="Also export rejected "
+                                                   "trajectories (for analysis, not training).")] = False,
+    window_turns: Annotated[int | None, typer.Option(help="Cut trajectories into windows of at most N assistant "
+                                                     "turns (default: export.window_turns, off).")] = None,
+    reasoning: Annotated[str | None, typer.Option(help="keep | drop | shorten the teacher's thinking "
+                                                  "(default: export.reasoning).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export in --dest.")] = False,
+    card: Annotated[bool, typer.Option("--card/--no-card", help="Also render the dataset card.")] = True,
+    push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="Upload to this HF dataset repo"
+                                                    "; token from HF_TOKEN (default: export.push_to_hub).")] = None,
+) -> None:
+    """Export kept trajectories as training data (Parquet splits by question + manifest, optional card and push)."""
+    from hopforge.storage.card import render_card
+    from hopforge.storage.export import export_dataset
+    from hopforge.storage.export import push_to_hub as push
+
+    cfg = settings(config, out, **{"export.format": fmt, "export.window_turns": window_turns,
+                                   "export.reasoning": reasoning, "export.push_to_hub": push_to_hub})
+    manifest = export_dataset(cfg, cfg.export.format, dest, include_rejected=include_rejected, overwrite=overwrite)
+    c = manifest["counts"]
+    console.print(f"exported {c['samples']['train']} train / {c['samples']['validation']} validation rows "
+                  f"({c['trajectories']} trajectories, {manifest['format']}) to {dest}")
+    if card:
+        console.print(f"dataset card: {render_card(cfg, dest)}")
+    if cfg.export.push_to_hub:
+        result = push(dest, cfg.export.push_to_hub, private=cfg.export.hub_private)
+        console.print(f"pushed to {result['repo_url']}")
+
+
+@app.command("card")
+def card_cmd(
+    dest: Annotated[Path, typer.Option("--dest", "-d", help="Export directory written by `hopforge export`.")],
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Render the Hugging Face dataset card (README.md + plots) of an export from the data tables."""
+    from hopforge.storage.card import render_card
+
+    cfg = settings(config, out)
+    console.print(f"dataset card: {render_card(cfg, dest)}")
+
+
 # --------------------------------------------------------------------------- flows
 
 StagesOpt = Annotated[str | None, typer.Option(

@@ -1,8 +1,8 @@
 """Hugging Face dataset cards generated from the data, never written by hand.
 
 ``render_card(cfg, dest)`` reads the export manifest in ``dest``, runs the
-DuckDB queries in :data:`CARD_QUERIES` through :func:`query_arrow` (the same
-guarded catalog ``hopforge sql`` uses, so every number in the card is one
+DuckDB queries in :data:`CARD_QUERIES` in the guarded read-only catalog
+``query_arrow`` and ``hopforge sql`` use, so every number in the card is one
 ``hopforge sql`` away), draws PNG plots with matplotlib's Agg backend, and
 renders ``data_cards/dataset_card.md.j2`` into ``dest/README.md``.
 
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 from markupsafe import Markup
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -26,7 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from hopforge import __version__
 from hopforge.config import Config
 from hopforge.errors import StorageError
-from hopforge.storage.catalog import query_arrow
+from hopforge.storage.catalog import guard_sql, open_catalog
 from hopforge.storage.export import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ CARD_QUERIES: dict[str, str] = {
         FROM trajectories WHERE {_KEPT}""",
     "token_values": f"SELECT tokens_in + tokens_out AS tokens FROM trajectories WHERE {_KEPT}",
     "labels": f"""
-        SELECT coalesce(judge_label, '(unlabelled)') AS label, count(*) AS turns,
+        SELECT CASE WHEN loss_weight IS NULL THEN '(unlabelled)' ELSE coalesce(judge_label, '(rules only)') END
+                   AS label, count(*) AS turns,
                round(avg(loss_weight), 3) AS mean_weight
         FROM turns WHERE role = 'assistant' AND {_KEPT}
         GROUP BY 1 ORDER BY turns DESC, label""",
@@ -101,8 +103,30 @@ CARD_QUERIES: dict[str, str] = {
 
 
 def card_stats(out: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """Run every card query; rows as dicts."""
-    return {name: query_arrow(out, sql).to_pylist() for name, sql in CARD_QUERIES.items()}
+    """Run every card query (plus the example turns) in one guarded catalog; rows as dicts.
+
+    Same views, guard and read-only lock as :func:`query_arrow` (and so ``hopforge sql``),
+    opened once: building the catalog costs ~0.5 s, and a card runs ~16 queries.
+    """
+    stats: dict[str, list[dict[str, Any]]] = {}
+    with open_catalog(out) as con:
+        for name, sql in CARD_QUERIES.items():
+            stats[name] = _run(con, sql)
+        stats["example_turns"] = []
+        for ex in stats["examples"]:
+            tid = ex["trajectory_id"].replace("'", "''")
+            stats["example_turns"] += _run(con, f"""
+                SELECT trajectory_id, turn_index, role, content, tool_name, tool_args, loss_weight
+                FROM turns WHERE trajectory_id = '{tid}' ORDER BY turn_index""")
+    return stats
+
+
+def _run(con: Any, sql: str) -> list[dict[str, Any]]:
+    guard_sql(sql)
+    try:
+        return con.sql(sql).to_arrow_table().to_pylist()
+    except duckdb.Error as e:
+        raise StorageError(f"card query failed: {e}\n{sql}") from None
 
 
 # ---------------------------------------------------------------- escaping
@@ -149,6 +173,11 @@ def _plot_bar(path: Path, labels: list[str], values: list[float], title: str, xl
         ax.set_ylabel(ylabel)
         for i, v in enumerate(values):
             ax.annotate(f"{v:g}", (i, v), ha="center", va="bottom", fontsize=8)
+        if len(labels) > 4 or max((len(str(x)) for x in labels), default=0) > 12:
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+            for lab in ax.get_xticklabels():
+                lab.set_horizontalalignment("right")
+        fig.tight_layout()  # keeps the figure size; only moves the axes so rotated labels fit
         fig.savefig(path, dpi=PLOT_DPI, format="png")
     finally:
         plt.close(fig)
@@ -166,6 +195,7 @@ def _plot_hist(path: Path, values: list[float], title: str, xlabel: str) -> None
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("trajectories")
+        fig.tight_layout()
         fig.savefig(path, dpi=PLOT_DPI, format="png")
     finally:
         plt.close(fig)
@@ -186,7 +216,11 @@ def draw_plots(stats: dict[str, list[dict[str, Any]]], plot_dir: Path) -> dict[s
     bar("tool_calls", stats["tool_calls"], "tool_calls", "trajectories", "Tool calls per kept trajectory",
         "tool calls", "trajectories")
     bar("labels", stats["labels"], "label", "turns", "Assistant turn labels (kept)", "judge label", "turns")
-    bar("rejects", stats["rejects"], "reason", "rows", "Rejects by reason", "reason", "rows")
+    by_reason: dict[str, int] = {}
+    for r in stats["rejects"]:  # one reason can come from several stages/steps: one bar each reason
+        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["rows"]
+    bar("rejects", [{"reason": k, "rows": v} for k, v in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "reason", "rows", "Rejects by reason", "reason", "rows")
     tokens = [r["tokens"] for r in stats["token_values"] if r["tokens"] is not None]
     if tokens:
         _plot_hist(plot_dir / "tokens.png", tokens, "Tokens per kept trajectory (in + out)", "tokens")
@@ -217,10 +251,15 @@ def _limitations(cfg: Config, stats: dict, manifest: dict, n_samples: int) -> li
     if weak:
         kept_rate = funnel["kept"] / funnel["trajectories"] if funnel["trajectories"] else 0.0
         notes.append(
-            f"The teacher is a small model ({', '.join(sorted({t['model'] for t in weak}))} on the "
-            f"{'/'.join(sorted({t['backend'] for t in weak}))} backend): it is a weak search agent, its trajectories "
+            f"The teacher is a small model ({', '.join(sorted({str(t['model']) for t in weak}))} on the "
+            f"{'/'.join(sorted({str(t['backend']) for t in weak}))} backend): it is a weak search agent, "
+            "its trajectories "
             f"are short and often wrong ({kept_rate:.0%} of trajectories passed the filters). Use a stronger teacher "
             "(vLLM backend) for data meant to train a student.")
+    scripted = sum(t["trajectories"] for t in teachers if t["backend"] == "scripted")
+    if scripted:
+        notes.append(f"{scripted} trajectories come from the scripted test teacher (a replayed oracle, not a "
+                     "model): they exercise the pipeline and are not training data.")
     if any(c["composer"] == "template" for c in stats["composers"]):
         notes.append("Questions are composed from templates over link sentences: phrasing is repetitive and some "
                      "questions read unnaturally.")
@@ -244,15 +283,11 @@ def _limitations(cfg: Config, stats: dict, manifest: dict, n_samples: int) -> li
 # ---------------------------------------------------------------- render
 
 
-def _examples(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _examples(stats: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     examples = []
-    for r in rows:
-        tid = r["trajectory_id"].replace("'", "''")
-        turns = query_arrow(out, f"""
-            SELECT turn_index, role, content, reasoning, tool_name, tool_args, loss_weight
-            FROM turns WHERE trajectory_id = '{tid}' ORDER BY turn_index""").to_pylist()
+    for r in stats["examples"]:
         lines = []
-        for t in turns:
+        for t in (t for t in stats["example_turns"] if t["trajectory_id"] == r["trajectory_id"]):
             if t["role"] == "assistant" and t["tool_name"]:
                 args = {k: v for k, v in (t["tool_args"] or {}).items() if v is not None}
                 text = f"{t['tool_name']}({orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()})"
@@ -280,7 +315,7 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
     plots = draw_plots(stats, dest / "plots")
     samples = manifest["counts"]["samples"]
     n_samples = sum(samples.values())
-    sources = stats["sources"]
+    sources = [{**s, "source": s["source"] or "unknown dump"} for s in stats["sources"]]
     languages = sorted({lang for s in sources if (lang := dump_language(s["source"] or ""))}) or ["en"]
     latest = max((s["latest_revision"] for s in sources if s["latest_revision"]), default=None)
     context = {
@@ -303,10 +338,11 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
         "export_version": manifest["hopforge_version"],
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "limitations": _limitations(cfg, stats, manifest, n_samples),
-        "examples": _examples(out, stats["examples"]),
+        "examples": _examples(stats),
         "tokens": stats["tokens"][0] if stats["tokens"] else {},
         "solve": stats["solve"][0] if stats["solve"] and stats["solve"][0]["questions"] else None,
-        "pretty_name": f"hopforge multi-hop search trajectories ({', '.join(s['source'] for s in sources) or 'n/a'})",
+        "pretty_name": "hopforge multi-hop search trajectories "
+                       f"({', '.join(s['source'] for s in sources) or 'no pages'})",
     }
     env = Environment(
         loader=FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
@@ -321,7 +357,8 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
     try:
         template = env.get_template(TEMPLATE_NAME)
     except Exception as e:  # jinja2.TemplateNotFound and syntax errors: name the file
-        raise StorageError(f"cannot load card template {TEMPLATE_NAME} from {template_dir or TEMPLATE_DIR}: {e}") from None
+        where = template_dir or TEMPLATE_DIR
+        raise StorageError(f"cannot load card template {TEMPLATE_NAME} from {where}: {e}") from None
     text = template.render(**context)
     path = dest / "README.md"
     path.write_text(text, encoding="utf-8")

@@ -9,6 +9,7 @@ The format writers in :mod:`hopforge.storage.export` only change the layout.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -77,7 +78,9 @@ class ToolCall:
 
     @property
     def arguments_json(self) -> str:
-        return orjson.dumps(self.arguments, option=orjson.OPT_SORT_KEYS).decode()
+        # json.dumps defaults, in the rollout's argument order: exactly what transformers' `tojson`
+        # prints for a dict, so a template renders the same text whether it gets a string or a dict.
+        return json.dumps(self.arguments, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,9 @@ def _clean_args(args: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v is not None}
 
 
-def messages_from_turns(turns: Sequence[Mapping[str, Any]], *, default_weight: float = 1.0) -> tuple[list[Message], int]:
+def messages_from_turns(
+    turns: Sequence[Mapping[str, Any]], *, default_weight: float = 1.0
+) -> tuple[list[Message], int]:
     """Build messages from one trajectory's turn rows (any order; sorted by ``turn_index``).
 
     Returns the messages and how many assistant turns had no label (they get
@@ -147,7 +152,14 @@ def messages_from_turns(turns: Sequence[Mapping[str, Any]], *, default_weight: f
 
 
 def _link_tool_results(msgs: list[Message]) -> None:
-    """Give tool results without an id the id of the call they answer (the latest open one)."""
+    """Pair every tool result with the call it answers; a result that answers no call becomes a user message.
+
+    The text protocol records calls without ids (the result gets the id made for
+    its call). A call the parser rejected (bad JSON, unknown tool) has no
+    structured call, yet the rollout sent the error back as its result: chat
+    formats refuse a tool message without a matching call, so the error goes
+    back to the model as a user message, which is also how it reads.
+    """
     open_calls: list[ToolCall] = []
     for i, m in enumerate(msgs):
         if m.role == "assistant":
@@ -155,8 +167,10 @@ def _link_tool_results(msgs: list[Message]) -> None:
         elif m.role == "tool" and open_calls:
             call = next((c for c in open_calls if c.id == m.tool_call_id), open_calls[0])
             open_calls.remove(call)
-            if m.tool_call_id != call.id or m.name is None:
-                msgs[i] = replace(m, tool_call_id=call.id, name=m.name or call.name)
+            if m.tool_call_id != call.id or m.name != call.name:
+                msgs[i] = replace(m, tool_call_id=call.id, name=call.name)
+        elif m.role == "tool":
+            msgs[i] = replace(m, role="user", tool_call_id=None, name=None)
 
 
 def shorten_reasoning(text: str, max_chars: int) -> str:
@@ -217,11 +231,14 @@ def window_conversation(conv: Conversation, window_turns: int | None) -> list[Co
     """Cut a conversation into windows of at most ``window_turns`` assistant messages.
 
     Every window starts with the original system and first user message; a
-    later window's user message carries a summary state of what came before:
-    the rollout's own context summary when it made one (a turn with
-    ``context_action == 'summarized'`` before the window), else a
-    deterministic summary of the prior tool calls. Windows never split an
-    assistant call from its tool result.
+    later window's user message carries a summary state of what came before.
+    Where the rollout summarised its own context (an assistant turn with
+    ``context_action == 'summarized'``: the teacher saw a summary instead of the
+    older turns), a window starts at that turn, so the student's window begins
+    where the teacher's did; a stored summary message (a non-assistant turn
+    marked ``summarized``) is used verbatim as the state. Otherwise the state is a
+    deterministic summary of the prior tool calls and the first line of what
+    each returned. Windows never split an assistant call from its tool result.
     """
     msgs = conv.messages
     if not window_turns:
@@ -230,32 +247,45 @@ def window_conversation(conv: Conversation, window_turns: int | None) -> list[Co
     if first_user is None:
         return [conv]
     prefix, body = msgs[: first_user + 1], msgs[first_user + 1 :]
-    starts = [i for i, m in enumerate(body) if m.role == "assistant"]
-    if len(starts) <= window_turns:
+    cuts: list[int] = []
+    in_window = 0
+    for i, m in enumerate(body):
+        if m.role != "assistant":
+            continue
+        if not cuts or in_window >= window_turns or (m.context_action == "summarized" and in_window):
+            cuts.append(i)
+            in_window = 0
+        in_window += 1
+    if len(cuts) <= 1:
         return [conv]
-    cuts = starts[::window_turns]
     cuts[0] = 0
     bounds = list(zip(cuts, cuts[1:] + [len(body)], strict=True))
     out = []
     for w, (lo, hi) in enumerate(bounds):
+        chunk = body[lo:hi]
+        if w < len(bounds) - 1:
+            # A summary message right at the cut describes the next window's state: it opens that
+            # window (below) instead of trailing this one as a message nothing answers.
+            while chunk and chunk[-1].context_action == "summarized" and chunk[-1].role != "assistant":
+                chunk = chunk[:-1]
         if w == 0:
-            out.append(replace(conv, messages=prefix + body[lo:hi], window=0, n_windows=len(bounds)))
+            out.append(replace(conv, messages=prefix + chunk, window=0, n_windows=len(bounds)))
             continue
         prior = body[:lo]
-        summarised = [m for m in prior if m.context_action == "summarized" and m.role != "assistant" and m.content]
-        if summarised:
-            # The rollout already compressed the history at this point: use its words, plus
-            # what happened after it, so the student sees the same state the teacher saw.
-            last = max(i for i, m in enumerate(prior) if m is summarised[-1])
-            after = prior[last + 1 :]
-            state = summarised[-1].content
+        stored = [i for i, m in enumerate(prior) if m.context_action == "summarized" and m.role != "assistant"
+                  and m.content]
+        if stored:
+            # The rollout kept its summary text: use its words, plus what happened after it.
+            after = prior[stored[-1] + 1 :]
+            state = prior[stored[-1]].content
             if any(m.tool_calls for m in after if m.role == "assistant"):
                 state += "\n" + deterministic_summary(after).split("\n", 1)[1]
             source = "context_summary"
         else:
-            state, source = deterministic_summary(prior), "deterministic"
+            state = deterministic_summary(prior)
+            source = "context_summary" if body[lo].context_action == "summarized" else "deterministic"
         user = prefix[-1]
         opened = replace(user, content=f"{user.content}\n\n{state}", loss_weight=0.0, turn_index=None)
-        out.append(replace(conv, messages=prefix[:-1] + [opened] + body[lo:hi], window=w, n_windows=len(bounds),
+        out.append(replace(conv, messages=prefix[:-1] + [opened] + chunk, window=w, n_windows=len(bounds),
                            summary_source=source))
     return out

@@ -294,12 +294,28 @@ class _SplitWriter:
 
 def _source_runs(out: Path) -> dict[str, Any]:
     runs, hashes = {}, set()
-    for table in ("walks", "questions", "trajectories", "turns", "turn_labels", "kept", "rejects", "difficulty"):
+    for table in ("pages", "links", "walks", "questions", "trajectories", "turns", "turn_labels", "kept", "rejects",
+                  "difficulty"):
         entries = read_manifest(out, table)
         if entries:
             runs[table] = sorted({e.run for e in entries})
             hashes |= {e.config_hash for e in entries if e.config_hash}
     return {"runs": runs, "config_hashes": sorted(hashes)}
+
+
+def _check_destination(out: Path, dest: Path, overwrite: bool) -> None:
+    """Refuse a destination whose replacement could lose data that is not an export."""
+    d, o = dest.resolve(), out.resolve()
+    if d == o or d in o.parents:
+        raise StorageError(f"export destination {dest} contains the data directory {out}; choose another --dest")
+    if d.parent == o and (o / d.name / "_manifest.jsonl").exists():
+        raise StorageError(f"export destination {dest} is the {d.name!r} table of {out}; choose another --dest")
+    if dest.exists() and any(dest.iterdir()):
+        if not (dest / MANIFEST_NAME).is_file():
+            raise StorageError(f"export destination {dest} is not empty and holds no {MANIFEST_NAME}: "
+                               "refusing to replace a directory that is not a hopforge export")
+        if not overwrite:
+            raise StorageError(f"export destination {dest} is not empty; pass --overwrite to replace it")
 
 
 def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected: bool = False,
@@ -314,20 +330,22 @@ def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected:
         raise StorageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     started = time.monotonic()
     out, dest = Path(cfg.run.out), Path(dest)
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise StorageError(f"export destination {dest} is not empty; pass --overwrite to replace it")
+    _check_destination(out, dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.parent / f".{dest.name}.staging-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:8]
+    staging = dest.parent / f".{dest.name}.staging-{tag}"
+    previous = dest.parent / f".{dest.name}.previous-{tag}"
     staging.mkdir()
     try:
         manifest = _export_into(cfg, fmt, out, staging, include_rejected)
         manifest["seconds"] = round(time.monotonic() - started, 3)
         (staging / MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         if dest.exists():
-            shutil.rmtree(dest)
+            os.replace(dest, previous)  # kept until the new export is in place
         os.replace(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(previous, ignore_errors=True)
     log.info("exported %s samples (%s) to %s", manifest["counts"]["samples"], fmt, dest)
     return manifest
 
@@ -340,7 +358,8 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
     counts: dict[str, Any] = {
         "trajectories": 0, "trajectories_without_turns": 0, "samples": dict.fromkeys(SPLITS, 0),
         "questions": dict.fromkeys(SPLITS, 0), "messages": 0, "assistant_messages": 0,
-        "trained_messages": 0, "unlabelled_assistant_messages": 0, "rejected_trajectories_included": 0,
+        "trained_messages": 0, "unlabelled_assistant_messages": 0, "trailing_messages_dropped": 0,
+        "rejected_trajectories_included": 0,
         "windows": {"windowed_trajectories": 0, "context_summary": 0, "deterministic": 0},
         "reasoning_chars": {"source": 0, "exported": 0},
     }
@@ -405,6 +424,12 @@ def _samples(cfg: Config, fmt: str, formatter: Any, info: dict[str, Any], turns:
         counts["windows"]["windowed_trajectories"] += 1
     split = split_of(info["question_id"], ecfg.validation_fraction)
     for w in windows:
+        # Messages after the last assistant turn (the answer's "recorded" result, or a window's last
+        # observation, which the next window's summary covers) teach nothing and cost context.
+        last = max((i for i, m in enumerate(w.messages) if m.role == "assistant"), default=None)
+        if last is not None and last < len(w.messages) - 1:
+            counts["trailing_messages_dropped"] += len(w.messages) - 1 - last
+            w.messages = w.messages[: last + 1]
         if w.summary_source:
             counts["windows"][w.summary_source] += 1
         counts["messages"] += len(w.messages)
