@@ -536,7 +536,7 @@ def run(
     summary, state = run_pipeline(config, overrides, selected, refresh)
     _print_summary(summary)
     if json_summary:
-        json_summary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        json_summary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     if not summary["ok"]:
         err_console.print(f"[red]error:[/red] {state.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

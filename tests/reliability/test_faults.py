@@ -94,6 +94,9 @@ def test_ten_percent_faults_every_question_kept_or_rejected_with_counts(tmp_path
     assert all(reason and reason.replace("_", "").isalnum() and reason.islower() for reason in rejected.values())
     assert report["in"] == 40 and report["kept"] + report["rejected"] == 40
     assert kept, "the oracle answers correctly despite faults: some trajectories must be kept"
+    print(f"\n[reliability] 10% faults ({protocol}): {requests} requests, injected {dict(injected)}; "
+          f"40/40 trajectories written once, {t['retries']} retries, {t['errors']} parse errors recorded; "
+          f"filters: {len(kept)} kept, {len(rejected)} rejected {dict(Counter(rejected.values()))}")
 
 
 def _free_port() -> int:
