@@ -8,8 +8,8 @@ server on a shared 2-core VM, not by the engine.
 
     PYTHONPATH=src:. python benchmarks/rollouts.py [--quick] [--wiki OUT_WITH_ENWIKI_PAGES [--search-only]]
 
-``--wiki`` takes an OUT directory holding enwiki-233 ``pages`` (``hopforge ingest``, or
-tests/synth/realwiki.py's ``build_pages``).
+``--wiki`` takes an OUT directory holding enwiki-233 ``pages`` (
+``hopforge ingest ../shared/wiki/enwiki-233.xml.bz2 --out OUT``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hopforge.synth.environment import Environment
 from hopforge.synth.launcher import ManagedServer, scripted_command
 from hopforge.synth.rollout import RolloutEngine, RolloutStats, TrajectorySink
 from hopforge.synth.teacher import make_teacher
-from tests.synth.conftest import write_wiki
+from tests.synth.rollout_fixtures import write_wiki
 
 
 def free_port() -> int:

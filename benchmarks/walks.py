@@ -14,7 +14,7 @@ Graphs:
     (networkx needs ~0.5 KB per edge, so 10M edges would not fit beside six helpers);
   * a synthetic power-law graph of ``--edges`` (default 10M) edges: vectorised only.
 
-    PYTHONPATH=src python benchmarks/walks.py [--out DIR] [--walks 20000] [--edges 10000000]
+    PYTHONPATH=src python benchmarks/walks.py [--out DIR] [--walks 100000] [--skip-big] [--edges 10000000]
 """
 
 from __future__ import annotations
@@ -147,10 +147,11 @@ def enwiki_csr(out: Path | None):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="an OUT dir with an ingested graph (enwiki-233)")
-    ap.add_argument("--walks", type=int, default=20_000, help="walks for the head-to-head runs")
+    ap.add_argument("--walks", type=int, default=100_000, help="walks for the head-to-head runs")
     ap.add_argument("--medium-edges", type=int, default=1_000_000)
     ap.add_argument("--edges", type=int, default=10_000_000)
     ap.add_argument("--big-walks", type=int, default=1_000_000)
+    ap.add_argument("--skip-big", action="store_true", help="only the head-to-head runs")
     args = ap.parse_args()
     print("| graph | nodes | edges | walks | networkx loop steps/s | vectorised steps/s | speed-up |")
     print("|---|---|---|---|---|---|---|")
@@ -160,6 +161,8 @@ def main() -> None:
     else:
         print("| enwiki-233 | (no ingested graph: pass --out) | | | | | |")
     head_to_head("power-law synthetic", *power_law_csr(args.medium_edges // 10, args.medium_edges), walks=args.walks)
+    if args.skip_big:
+        return
     big = power_law_csr(args.edges // 10, args.edges)
     vectorised_only("power-law synthetic", *big, walks=args.big_walks)
 

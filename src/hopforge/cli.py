@@ -36,9 +36,9 @@ err_console = Console(stderr=True)
 log = logging.getLogger("hopforge")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.", show_default=False)]
-OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Data directory [default: run.out, 'data'].")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed [default: run.seed, 0].")]
-RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run id [default: derived from the config hash].")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Data directory (default: run.out, 'data').")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: run.seed, 0).")]
+RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: derived from the config hash).")]
 
 
 def settings(config: Path | None, out: Path | None = None, seed: int | None = None, run_id: str | None = None,
@@ -282,11 +282,11 @@ def questions(
     out: OutOpt = None,
     seed: SeedOpt = None,
     run_id: RunOpt = None,
-    n: Annotated[int | None, typer.Option("--n", "-n", help="Questions to compose [default: synth.n_questions].")] = None,
-    hops_min: Annotated[int | None, typer.Option(help="Fewest hops per walk [default: synth.hops_min].")] = None,
-    hops_max: Annotated[int | None, typer.Option(help="Most hops per walk, up to 8 [default: synth.hops_max].")] = None,
-    composer: Annotated[str | None, typer.Option(help="template | llm [default: synth.composer].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes [default: synth.workers].")] = None,
+    n: Annotated[int | None, typer.Option("--n", "-n", help="Questions to compose (default: synth.n_questions).")] = None,
+    hops_min: Annotated[int | None, typer.Option(help="Fewest hops per walk (default: synth.hops_min).")] = None,
+    hops_max: Annotated[int | None, typer.Option(help="Most hops per walk, up to 8 (default: synth.hops_max).")] = None,
+    composer: Annotated[str | None, typer.Option(help="template | llm (default: synth.composer).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: synth.workers).")] = None,
 ) -> None:
     """Random walks over the link graph -> obfuscated multi-hop questions with checks (walks, questions, rejects)."""
     from hopforge.synth import run_questions
@@ -465,6 +465,25 @@ def card_cmd(
 
     cfg = settings(config, out)
     console.print(f"dataset card: {render_card(cfg, dest)}")
+
+
+# --------------------------------------------------------------------------- viewer
+
+
+@app.command()
+def view(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (the viewer never listens on other interfaces).")] = 8765,
+    card: Annotated[Path | None, typer.Option(help="Export directory (`hopforge export --dest`) whose data card "
+                                                    "the overview shows [default: search OUT/card, OUT/export].")] = None,
+) -> None:
+    """Serve a local web page to read questions and trajectories (read-only, 127.0.0.1 only)."""
+    from hopforge.viewer import serve
+
+    cfg = settings(config, out)
+    console.print(f"hopforge viewer: http://127.0.0.1:{port}/  (data: {cfg.run.out}; Ctrl-C to stop)")
+    serve(cfg.run.out, port=port, card=card)
 
 
 # --------------------------------------------------------------------------- flows

@@ -15,7 +15,7 @@ from hopforge.synth.rollout import run_rollouts
 from hopforge.synth.scripted import Reply
 from hopforge.synth.teacher import make_teacher
 from trajectory_builders import make_episode
-from tests.synth.conftest import rollout_cfg, write_wiki
+from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
 
 
 def rows(out: Path, sql: str) -> list[dict]:

@@ -302,3 +302,42 @@ def test_ingest_batch_is_idempotent(tmp_path):
     again = ingest_batch(cfg, batch)
     assert first["skipped"] is False and again == {"batch_id": batch.batch_id, "skipped": True}
     assert read_table(cfg.run.out, "pages").num_rows == first["pages"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_of_the_whole_process(tmp_path):
+    """A real `kill -9` of an ingest process mid-run; the re-run completes with no duplicates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    src = wiki_file("enwiki-tiny-70.xml.bz2")
+    out = tmp_path / "killed"
+    # Each page parse sleeps 0.2 s so the kill lands while batches are still in flight.
+    code = (
+        "import time; from hopforge.config import load_config; from hopforge.graph import run_ingest; "
+        "from hopforge.graph import ingest as m; real = m.wikitext.extract\n"
+        "def slow(*a):\n    time.sleep(0.2); return real(*a)\n"
+        "m.wikitext.extract = slow\n"
+        f"run_ingest(load_config(None, {{'run.out': {str(out)!r}, 'graph.dump': {str(src)!r}, "
+        "'graph.workers': 1, 'graph.batch_pages': 5}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    manifest = out / "ingest_batches" / "_manifest.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if manifest.exists() and len(manifest.read_bytes().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = len(manifest.read_bytes().splitlines())
+    assert 3 <= killed_after < 14, "killed part-way through the 14 batches"
+
+    cfg = make_cfg(out, src, **{"graph.workers": 1, "graph.batch_pages": 5})
+    stats = run_ingest(cfg)
+    assert stats["batches"] == 14 and stats["batches_skipped"] == killed_after
+    fresh = make_cfg(tmp_path / "fresh", src, **{"graph.workers": 1, "graph.batch_pages": 5})
+    run_ingest(fresh)
+    assert _snapshot(cfg.run.out) == _snapshot(fresh.run.out)

@@ -516,7 +516,7 @@ def test_cli_export_writes_dataset_and_card(run_dir, tmp_path):
 def _real_run(tmp_path: Path, policy: Any, faults: Any = None, **over: Any):
     from hopforge.synth.rollout import run_rollouts
     from hopforge.synth.scripted import ScriptedServer
-    from tests.synth.conftest import rollout_cfg, write_wiki
+    from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
 
     out = tmp_path / "out"
     write_wiki(out)
@@ -531,7 +531,7 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
     from hopforge.filters import run_filters, run_labels
     from hopforge.storage import query_arrow
     from hopforge.synth.scripted import FaultPlan, OraclePolicy
-    from tests.synth.conftest import QUESTIONS as ROLLOUT_QUESTIONS
+    from tests.synth.rollout_fixtures import QUESTIONS as ROLLOUT_QUESTIONS
 
     cfg, out = _real_run(tmp_path, OraclePolicy(ROLLOUT_QUESTIONS), FaultPlan(schedule={3: "garbage"}),
                          **{"teacher.protocol": protocol, "rollout.retries": 4})
@@ -541,10 +541,10 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
     assert kept
     manifest = export_dataset(cfg, "trl", tmp_path / "trl", include_rejected=True)
     rows = _rows(_load(tmp_path / "trl", manifest))
-    src = query_arrow(out, "SELECT trajectory_id, turn_index, role, tool_call_id, tool_name, parse_error, "
-                           "loss_weight FROM turns ORDER BY trajectory_id, turn_index").to_pylist()
+    src = query_arrow(out, "SELECT trajectory_id, turn_index, role, content, raw_output, tool_call_id, tool_name, "
+                           "parse_error, loss_weight FROM turns ORDER BY trajectory_id, turn_index").to_pylist()
     assert len(rows) == len({t["trajectory_id"] for t in src})
-    parse_errors = 0
+    parse_errors = substituted = 0
     for row in rows:
         tools = _check_trl_conversational(row)  # every tool message answers a call made before it
         _apply_chat_template(row["messages"], tools)
@@ -552,9 +552,14 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
         assert len(turns) == len(row["messages"])
         for m, t in zip(row["messages"], turns, strict=True):
             if t["role"] == "assistant":
-                # labelled (kept) trajectories carry the label stage's weights; others the default
-                want = t["loss_weight"] if t["loss_weight"] is not None else 1.0
+                # labelled (kept) trajectories carry the label stage's weights; others the default,
+                # except a call the parser rejected, which is never trained on
+                default = 0.0 if t["parse_error"] else 1.0
+                want = t["loss_weight"] if t["loss_weight"] is not None else default
                 assert m["loss_weight"] == pytest.approx(want)
+                if t["parse_error"] and not t["content"]:
+                    assert m["content"] == (t["raw_output"] or "")
+                    substituted += 1
                 assert bool(m["tool_calls"]) == (t["tool_name"] is not None)
             else:
                 assert m["loss_weight"] == 0.0
@@ -564,6 +569,7 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
                 # the rejected call's error message is sent back as a user turn, not an orphan tool result
                 assert row["messages"][i + 1]["role"] == "user" and turns[i + 1]["role"] in {"tool", "user"}
     assert parse_errors >= 1
+    assert substituted >= (1 if protocol == "chat" else 0)  # chat: bad JSON args, empty content
     from hopforge.storage.card import render_card
 
     card = render_card(cfg, tmp_path / "trl").read_text()

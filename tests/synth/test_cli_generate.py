@@ -31,3 +31,20 @@ def test_generate_openai_without_base_url_is_a_clear_error(wiki: Path) -> None:
     r = CliRunner().invoke(app, ["generate", "--out", str(wiki), "--teacher", "openai"])
     assert r.exit_code != 0
     assert "needs teacher.base_url" in str(r.exception) + r.output
+
+
+def test_progress_view_shows_rates_and_status() -> None:
+    import time
+
+    from rich.console import Console
+
+    from hopforge.cli import _rollout_view
+    from hopforge.synth.rollout import RolloutStats
+
+    st = RolloutStats(trajectories=10, turns=100, tokens=5000, errors=2, retries=3, in_flight=7,
+                      status={"answered": 9, "error": 1})
+    st.started = time.monotonic() - 10
+    con = Console(width=200, record=True)
+    con.print(_rollout_view(st))
+    text = con.export_text()
+    assert "answered 9, error 1" in text and " 10.0 " in text and " 7 " in text  # turns/s, in flight

@@ -14,6 +14,7 @@ def test_vague_dates():
     assert vague_dates("Battle fought on 12 March 1994") == "Battle fought in the mid-1990s"
     assert vague_dates("poet (1888–1951)") == "poet (from the late 1880s to the early 1950s)"
     assert vague_dates("A 1994 film") == "A mid-1990s film"
+    assert vague_dates("an 1950–1953 war between") == "an early 1950s war between"
     assert vague_dates("the 1990s band") == "the 1990s band"
     assert vague_dates("revolution from 1789 to 1799") == "revolution in the late 18th century"
     assert vague_dates("president (1981–89)") == "president (from the early 1980s to the late 1980s)"
@@ -27,6 +28,10 @@ def test_describe_skips_features_that_name_scrubbed_entities():
     assert "Westshire" not in text and "Aldmoor" not in text
     text, _ = describe(page, "Aldmoor", scrub=[], n=1)
     assert text == "a market town in Westshire"
+    text, _ = describe({"short_description": "18th-century Prussian philosopher."}, "Kant", scrub=[])
+    assert text == "an 18th-century Prussian philosopher"
+    text, _ = describe({"short_description": "1950–1953 war between North and South Korea"}, "Korean War", [])
+    assert text == "an early 1950s war between North and South Korea"
 
 
 def test_births_category_becomes_a_vague_fact_and_fallback_is_partial_name():

@@ -59,7 +59,7 @@ def test_index_is_cached_under_out_and_rebuilt_when_pages_change(wiki: Path) -> 
     assert len(caches) == 1 and (caches[0] / "done").exists()
     env = Environment.from_tables(wiki)  # loaded from the cache
     assert env.search("Quillon camera")[0].title == "Ostra Optics"
-    from tests.synth.conftest import write_wiki  # noqa: PLC0415
+    from tests.synth.rollout_fixtures import write_wiki  # noqa: PLC0415
 
     write_wiki(wiki, run_id="second")  # new shards => new key
     Environment.from_tables(wiki)

@@ -120,6 +120,9 @@ def test_text_protocol_parses_actions_and_builds_the_prompt() -> None:
 @pytest.mark.parametrize(("text", "error"), [
     (" I am not sure what to do.", "no 'Action: tool[argument]' line"),
     (" Hmm\nAction: search[unterminated", "malformed action line"),
+    # seen from Gemma 3 270M on enwiki-233: two bracket groups on one action line
+    (" I need the song.\nAction: search[Song] - search [genre of music]", "malformed action line"),
+    (" x\nAction: search[a]:", "malformed action line"),
     (" x\nAction: fly[Paris]", "unknown tool 'fly'"),
     (" x\nAction: search[]", "'query' must be a non-empty string"),
 ])

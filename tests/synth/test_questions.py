@@ -125,3 +125,57 @@ def test_cli_questions_then_sql(toy_out):
     assert r.output.strip().splitlines() == ['"hops","n"', "2,12"]
     r = runner.invoke(app, ["questions", "--out", str(toy_out), "--hops-min", "5", "--hops-max", "3"])
     assert r.exit_code != 0
+
+
+def test_process_pool_gives_the_same_table(toy_out, tmp_path):
+    import shutil
+
+    other = tmp_path / "pool"
+    shutil.copytree(toy_out, other)
+    run_questions(load_config(None, {"run.out": str(toy_out), "synth.n_questions": 24, "synth.batch_size": 6}))
+    stats = run_questions(load_config(None, {"run.out": str(other), "synth.n_questions": 24, "synth.batch_size": 6,
+                                             "synth.workers": 2}))
+    assert stats["batches"] == 4 and stats["questions"] == 24
+    assert _sorted_rows(toy_out, "questions") == _sorted_rows(other, "questions")
+
+
+def test_llm_composer_without_teacher_is_a_config_error(toy_out, monkeypatch):
+    import sys
+
+    from hopforge.errors import ConfigError
+    from hopforge.synth.questions import make_composer
+
+    monkeypatch.setitem(sys.modules, "hopforge.synth.teacher", None)  # import fails like a missing module
+    cfg = load_config(None, {"run.out": str(toy_out), "synth.composer": "llm"})
+    with pytest.raises(ConfigError, match="synth.composer = 'llm'"):
+        make_composer(cfg)
+
+
+def test_unknown_exclude_flag_names_the_key(toy_out):
+    from hopforge.errors import ConfigError
+
+    cfg = load_config(None, {"run.out": str(toy_out), "synth.exclude_flags": ["stub"]})
+    with pytest.raises(ConfigError, match="synth.exclude_flags: unknown flag 'stub'"):
+        plan_questions(cfg)
+
+
+def test_crash_after_walks_resumes_without_duplicates(toy_cfg, monkeypatch):
+    import hopforge.synth.questions as qmod
+
+    batches = plan_questions(toy_cfg)
+    real = qmod.write_shard
+
+    def crash_on_questions(out, table, data, **kw):
+        if table == "questions":
+            raise OSError("disk full")
+        return real(out, table, data, **kw)
+
+    monkeypatch.setattr(qmod, "write_shard", crash_on_questions)
+    with pytest.raises(OSError):
+        compose_batch(toy_cfg, batches[0])
+    assert read_table(toy_cfg.run.out, "walks").num_rows == 20  # walks landed, questions did not
+    monkeypatch.setattr(qmod, "write_shard", real)
+    stats = compose_batch(toy_cfg, batches[0])
+    assert stats["questions"] == 20
+    assert read_table(toy_cfg.run.out, "walks").num_rows == 20  # no duplicate walk rows
+    assert read_table(toy_cfg.run.out, "questions").num_rows == 20

@@ -16,7 +16,7 @@ import pytest
 from hopforge.storage import content_id, query_arrow, read_table
 from hopforge.synth.rollout import plan_rollouts, roll_out_batch, run_rollouts
 from hopforge.synth.scripted import FaultPlan, LoopPolicy, OraclePolicy, Reply, ScriptedServer, ScriptPolicy
-from tests.synth.conftest import QUESTIONS, rollout_cfg, write_wiki
+from tests.synth.rollout_fixtures import QUESTIONS, rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -162,7 +162,7 @@ def test_kill_9_loses_only_trajectories_in_flight(tmp_path: Path) -> None:
     with ScriptedServer(OraclePolicy(qs), latency_s=0.03) as server:
         over = {"rollout.max_in_flight": 4, "rollout.flush_every": 2}
         code = ("import sys; from hopforge.synth.rollout import run_rollouts; "
-                "from tests.synth.conftest import rollout_cfg; "
+                "from tests.synth.rollout_fixtures import rollout_cfg; "
                 f"run_rollouts(rollout_cfg(sys.argv[1], sys.argv[2], **{over!r}))")
         env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{SRC.parent}"}
         proc = subprocess.Popen([sys.executable, "-c", code, str(out), server.url], env=env,
@@ -182,13 +182,37 @@ def test_kill_9_loses_only_trajectories_in_flight(tmp_path: Path) -> None:
         before = read_table(out, "trajectories", columns=["trajectory_id"]).column(0).to_pylist()
         assert 6 <= len(before) < 40
         stats = run_rollouts(rollout_cfg(out, server.url, **over))
-    assert stats["trajectories"] == 40 - len(before)  # only the unwritten ones were redone
+    # Only unwritten trajectories were redone; one whose turns (but not its row) made it to disk
+    # before the kill is closed as interrupted instead of being written twice.
+    closed = stats["status"].get("interrupted_closed", 0)
+    assert stats["trajectories"] + closed == 40 - len(before) and closed <= 4
     ids = read_table(out, "trajectories", columns=["trajectory_id"]).column(0).to_pylist()
     assert len(ids) == len(set(ids)) == 40
     per = Counter(zip(*[read_table(out, "turns", columns=[c]).column(0).to_pylist()
                         for c in ("trajectory_id", "turn_index")], strict=True))
     assert max(per.values()) == 1  # no turn written twice
-    assert rows(out, "SELECT count(*) AS n FROM trajectories WHERE status = 'answered'")[0]["n"] == 40
+    assert rows(out, "SELECT count(*) AS n FROM trajectories WHERE status = 'answered'")[0]["n"] == 40 - closed
+
+
+def test_orphan_turns_from_a_crash_between_shards_are_closed_not_duplicated(wiki: Path) -> None:
+    from hopforge.synth.rollout import INTERRUPTED, TrajectorySink
+
+    cfg = rollout_cfg(wiki)
+    run_rollouts(cfg)
+    turns = read_table(wiki, "turns")
+    # Simulate the crash: a fresh OUT with the turns of all three trajectories but no trajectories rows.
+    out2 = wiki.parent / "crashed"
+    write_wiki(out2)
+    from hopforge.storage import write_shard
+
+    write_shard(out2, "turns", turns, run_id="test")
+    cfg2 = rollout_cfg(out2)
+    stats = run_rollouts(cfg2)
+    assert stats["status"] == {"interrupted_closed": 3} and stats["written"] == 3 and stats["trajectories"] == 0
+    t = rows(out2, "SELECT question_id, status, error, num_turns FROM trajectories ORDER BY question_id")
+    assert [r["num_turns"] for r in t] == [5, 3, 7] and all(r["error"] == INTERRUPTED for r in t)
+    assert read_table(out2, "turns").num_rows == turns.num_rows  # nothing rewritten
+    assert TrajectorySink  # the writer that orders turns before trajectories
 
 
 def test_managed_server_dying_mid_run_is_restarted_and_no_trajectory_fails(wiki: Path) -> None:

@@ -146,3 +146,22 @@ def test_control_endpoint_changes_faults_at_run_time() -> None:
         with pytest.raises(ValueError, match="unknown fault kind"):
             FaultPlan(schedule={1: "meteor"})
         assert server.faults.pick(1) == "http_500"
+
+
+def test_make_teacher_picks_protocol_transport_and_server() -> None:
+    from hopforge.config import load_config
+    from hopforge.synth.protocol import TextProtocol
+    from hopforge.synth.teacher import make_teacher
+
+    cpu = make_teacher(load_config(None, {"teacher.backend": "cpu", "teacher.model_path": "/m.gguf"}))
+    assert isinstance(cpu.protocol, TextProtocol) and cpu.server is not None
+    assert cpu.server.cmd[cpu.server.cmd.index("--model") + 1] == "/m.gguf"
+    assert cpu.server.health_url.endswith("/v1/models")
+    vllm = make_teacher(load_config(None, {"teacher.backend": "vllm", "teacher.client": "sdk"}))
+    assert isinstance(vllm.protocol, ChatProtocol) and isinstance(vllm.transport, SDKTransport)
+    assert vllm.server is not None and vllm.server.cmd[:2] == ["vllm", "serve"]
+    attached = make_teacher(load_config(None, {"teacher.backend": "vllm", "teacher.base_url": "http://127.0.0.1:9/v1"}))
+    assert attached.server is None and isinstance(attached.transport, LeanTransport)
+    assert attached.transport.base_url == "http://127.0.0.1:9"
+    with pytest.raises(TeacherError, match="needs teacher.base_url"):
+        make_teacher(load_config(None, {"teacher.backend": "openai"}))

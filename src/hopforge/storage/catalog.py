@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -147,6 +148,31 @@ def query_arrow(out: str | Path, sql: str, limit: int | None = None):
             raise SQLGuardError(f"refused: {e}") from None
         except duckdb.Error as e:
             raise StorageError(f"query failed: {e}") from None
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
+                limit: int | None = None):
+    """Run one guarded read-only statement on an already open catalog, with bound parameters.
+
+    For long-lived readers (``hopforge view``) that keep one :func:`open_catalog`
+    connection rather than rebuilding the catalog per query. User input goes in
+    ``params`` (``?`` placeholders), never into ``sql``. Errors map as in :func:`query_arrow`;
+    an interrupted query (``con.interrupt()`` from a watchdog) is a StorageError.
+    """
+    guard_sql(sql)
+    try:
+        rel = con.sql(sql, params=list(params) if params else None)
+        if rel is None:
+            raise SQLGuardError("statement returned no result")
+        if limit is not None:
+            rel = rel.limit(limit)
+        return rel.fetch_arrow_table()
+    except duckdb.PermissionException as e:
+        raise SQLGuardError(f"refused: {e}") from None
+    except duckdb.InterruptException:
+        raise StorageError("query interrupted: it ran past the time limit") from None
+    except duckdb.Error as e:
+        raise StorageError(f"query failed: {e}") from None
 
 
 def scan(table: str, out: str | Path = "data") -> pl.LazyFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
@@ -106,7 +106,6 @@ class Conversation:
     window: int = 0
     n_windows: int = 1
     summary_source: str | None = None  # None | context_summary | deterministic
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _clean_args(args: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -134,7 +133,11 @@ def messages_from_turns(
             weight = t.get("loss_weight")
             if weight is None:
                 unlabelled += 1
-                weight = default_weight
+                # The default is for well-formed turns: never train on a call the parser rejected.
+                weight = 0.0 if t.get("parse_error") else default_weight
+            if t.get("parse_error") and not content:
+                # Show what the model actually emitted, so the error message after it makes sense.
+                content = t.get("raw_output") or ""
             calls: tuple[ToolCall, ...] = ()
             if t.get("tool_name"):
                 call_id = t.get("tool_call_id") or f"call_{t['turn_index']}"

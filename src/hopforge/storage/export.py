@@ -228,7 +228,7 @@ def _select_sql(include_rejected: bool) -> tuple[str, str]:
         ORDER BY tr.trajectory_id"""
     turns = f"""
         SELECT trajectory_id, question_id, turn_index, role, content, reasoning, tool_call_id, tool_name,
-               tool_args, context_action, loss_weight
+               tool_args, raw_output, parse_error, context_action, loss_weight
         FROM turns WHERE trajectory_id IN ({chosen})
         ORDER BY trajectory_id, turn_index"""
     return guard_sql(meta), guard_sql(turns)

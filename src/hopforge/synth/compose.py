@@ -136,6 +136,8 @@ class TemplateComposer:
                     d, clue = describe(answer_page, chain.titles[-1], scrub, n=2, with_initial=True)
                 parts.append(f"{subject} {how} {d}.")
                 kind = kind_noun(answer_page)
+                if mentions_any(kind, scrub):  # "Which country ...?" must not echo a walk entity "Country music"
+                    kind = "person" if is_person(answer_page) else "entity"
                 closings = PERSON_CLOSINGS if is_person(answer_page) else CLOSINGS
                 parts.append(closings[_pick(chain.walk_id, len(closings), "close")].format(k=kind))
         question = vague_dates(" ".join(parts))

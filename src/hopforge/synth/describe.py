@@ -22,7 +22,8 @@ MONTH = (r"(?:January|February|March|April|May|June|July|August|September|Octobe
 YEAR = r"(?:1[0-9]{3}|20[0-9]{2})"
 # "12 March 1994", "March 12, 1994", "March 1994", "1994" -- the whole date is replaced, keyed on its year.
 DATE_RE = re.compile(rf"\b(?:\d{{1,2}}\s+{MONTH}\s+|{MONTH}\s+(?:\d{{1,2}},?\s+)?)?({YEAR})(?!\d)(?!s\b)")
-ARTICLE_YEAR_RE = re.compile(rf"\b([Aa]n?) ({YEAR})\b(?!s)(?= [a-z])")
+# The year (or a year range) as an adjective after an article: "a 1994 film", "a 1950–1953 war".
+ARTICLE_YEAR_RE = re.compile(rf"\b([Aa]n?) ({YEAR})(?:\s*[–-]\s*(?:{YEAR}|[0-9]{{2}}))?\b(?!s)(?= [a-z])")
 RANGE_RE = re.compile(rf"\b({YEAR})\s*(?:–|-|—|to)\s*({YEAR}|[0-9]{{2}})\b")
 PREPOSITION_BEFORE = re.compile(r"(?:\b(?:in|on|since|from|by|until|till|to|of|before|after|circa|around|c\.|"
                                 r"ca\.|the)\s*|\()$", re.I)
@@ -98,7 +99,8 @@ def with_article(phrase: str) -> str:
     """Prefix "a"/"an" unless the phrase already starts with a determiner."""
     if re.match(r"^(?:a|an|the|one|some|any)\b", phrase, re.I):
         return phrase
-    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
+    vowel_sound = phrase[:1].lower() in "aeiou" or re.match(r"^(?:8|11|18)(?!\d)", phrase)
+    return ("an " if vowel_sound else "a ") + phrase
 
 
 def _lower_first(s: str) -> str:
@@ -129,9 +131,9 @@ def features(page: dict[str, Any]) -> list[Feature]:
     if cached is not None:
         return cached
     out: list[Feature] = []
-    sd = (page.get("short_description") or "").strip()
+    sd = (page.get("short_description") or "").strip().rstrip(".")
     if sd and not GENERIC_SHORT_DESC.match(sd):
-        out.append(Feature("short_description", with_article(_lower_first(vague_dates(sd)))))
+        out.append(Feature("short_description", vague_dates(with_article(_lower_first(sd)))))
     itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
     for kv in page.get("infobox") or []:
         key = (kv.get("key") or "").strip().lower()

@@ -34,6 +34,8 @@ from hopforge.errors import StorageError
 from hopforge.storage import read_manifest, read_table
 
 log = logging.getLogger(__name__)
+# bm25s logs every index build at DEBUG through its own handler; keep it out of our CLI output.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 INDEX_VERSION = 1
 # bm25s' own default token pattern; queries are split with the same regex so
@@ -98,6 +100,7 @@ class Environment:
         self._lower = {t.lower(): t for t in titles}
         self._redirects = {normalise_title(k): v for k, v in (redirects or {}).items()}
         self._pages_cache: dict[str, list[str]] = {}
+        self._paras_cache: dict[int, list[str]] = {}  # page index -> paragraphs, for snippets
         if retriever is None or passages is None or vocab is None:
             retriever, passages, vocab = self._build(texts)
         self._bm25 = retriever
@@ -194,7 +197,10 @@ class Environment:
             seen.add(page)
             para = int(self._passage_para[p])
             title = self.titles[page]
-            text = self._text[title].split("\n\n")[para].strip()
+            paras = self._paras_cache.get(page)
+            if paras is None:  # split once per page, not once per hit (pages run to 100+ KB)
+                paras = self._paras_cache[page] = self._text[title].split("\n\n")
+            text = paras[para].strip()
             snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
             hits.append(SearchHit(f"{self.page_ids[page]}:{para}", title, snippet, s))
             if len(hits) == k:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from hopforge.config import SynthConfig
-from hopforge.errors import StorageError
+from hopforge.errors import ConfigError, StorageError
 from hopforge.storage import schema_for, shard_paths
 from hopforge.storage.arrays import latest_run, load_arrays
 from hopforge.synth.walks import Walker
@@ -113,7 +113,7 @@ class GraphView:
         ok = np.ones(self.n_nodes, dtype=bool)
         for flag in cfg.exclude_flags:
             if flag not in self.flags:
-                raise StorageError(f"synth.exclude_flags: unknown flag {flag!r}; known: {sorted(self.flags)}")
+                raise ConfigError(f"synth.exclude_flags: unknown flag {flag!r}; known: {sorted(self.flags)}")
             ok &= ~self.flags[flag]
         if cfg.max_in_degree is not None:
             ok &= self.in_degree <= cfg.max_in_degree

@@ -396,7 +396,9 @@ Action: answer[Hanne Lind]
 # Page text lines that look like protocol lines are quoted ("| Action: ...") so an observation can
 # never pose as a new step of the transcript (to the model, or to anything re-reading the prompt).
 PROTOCOL_LINE_RE = re.compile(r"(?m)^(?=[ \t]*(?:Question|Thought|Action|Observation)[ \t]*:)")
-ACTION_RE = re.compile(r"^\s*Action\s*:\s*([A-Za-z_]+)\s*\[(.*)\]\s*$", re.M)
+# Strict: the whole line is `Action: tool[argument]`; the argument holds no brackets (MediaWiki
+# titles cannot contain them), so "search[a] - search [b]" is rejected, not read as query "a] - search [b".
+ACTION_RE = re.compile(r"^[ \t]*Action[ \t]*:[ \t]*([A-Za-z_]+)[ \t]*\[([^\[\]\n]*)\][ \t]*$", re.M)
 ACTION_LINE_RE = re.compile(r"^\s*Action\s*:.*$", re.M)
 TEXT_STOP = ["\nObservation:", "\nQuestion:"]
 

@@ -42,7 +42,7 @@ from hopforge.synth.aliases import answer_aliases
 from hopforge.synth.checks import run_checks
 from hopforge.synth.compose import Chain, Composer, TemplateComposer
 from hopforge.synth.graph_view import GraphView
-from hopforge.synth.walks import BLOCK_SIZE, STRATEGIES, Walker, WalkResult, start_weights, walk_block
+from hopforge.synth.walks import STRATEGIES, Walker, WalkResult, start_weights, walk_block
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,12 @@ def compose_batch(cfg: Config, batch: QuestionBatch, composer: Composer | None =
     h = cfg.config_hash()
     # Walks first, then questions, then rejects: a crash in between leaves walks without questions,
     # which a resume recomposes (question ids are the resume key), never questions without walks.
-    write_shard(cfg.run.out, "walks", pa.Table.from_pylist(walk_rows, schema=schema_for("walks")),
-                run_id=cfg.run_id, config_hash=h)
+    walks_done = set(read_table(cfg.run.out, "walks", run=cfg.run_id, columns=["walk_id"])
+                     .column("walk_id").to_pylist())
+    walk_rows = [w for w in walk_rows if w["walk_id"] not in walks_done]
+    if walk_rows:
+        write_shard(cfg.run.out, "walks", pa.Table.from_pylist(walk_rows, schema=schema_for("walks")),
+                    run_id=cfg.run_id, config_hash=h)
     write_shard(cfg.run.out, "questions", pa.Table.from_pylist(question_rows, schema=schema_for("questions")),
                 run_id=cfg.run_id, config_hash=h)
     if reject_rows:

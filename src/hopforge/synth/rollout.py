@@ -136,8 +136,8 @@ class TrajectorySink:
         self.written += len(trajs)
 
     def _write(self, turns: list[dict[str, Any]], trajs: list[dict[str, Any]]) -> None:
-        # Turns first: a crash between the two leaves turns without a trajectory row, and the
-        # re-run redoes that trajectory (readers join through trajectories).
+        # Turns first: a crash between the two leaves turns without a trajectory row, which the
+        # next run closes as interrupted (close_orphans) instead of writing the turns twice.
         if turns:
             write_shard(self.out, "turns", pa.Table.from_pylist(turns, schema=schema_for("turns")),
                         run_id=self.run_id, config_hash=self.config_hash)
@@ -318,14 +318,60 @@ def _items(cfg: Config, batches: list[RolloutBatch]) -> list[tuple[str, str, int
     return out
 
 
+INTERRUPTED = ("interrupted: the process died after writing this trajectory's turns and before its "
+               "trajectory row; closed on resume")
+
+
+def close_orphans(cfg: Config, items: list[tuple[str, str, int]]) -> tuple[list[tuple[str, str, int]], int]:
+    """Write a trajectory row (status "error") for each item whose turns exist without one.
+
+    A crash between the turns shard and the trajectories shard of one flush leaves such turns.
+    Re-rolling them would write a second set of turns under the same (trajectory_id, turn_index),
+    so instead the turns already written are kept and their trajectory is closed as interrupted.
+    Only this batch's ids are considered, so concurrent workers on other batches are unaffected.
+    Returns the items still to roll out and the number closed.
+    """
+    tids = {trajectory_id(qid, a, cfg.teacher.model, cfg.run.seed): (qid, a) for qid, _, a in items}
+    turns = read_table(cfg.run.out, "turns", columns=["trajectory_id", "role", "tool_name", "tokens_in",
+                                                      "tokens_out", "parse_error"])
+    if turns.num_rows == 0:
+        return items, 0
+    import pyarrow.compute as pc
+
+    mine = turns.filter(pc.is_in(turns.column("trajectory_id"), value_set=pa.array(list(tids), pa.string())))
+    orphans = set(mine.column("trajectory_id").to_pylist())
+    if not orphans:
+        return items, 0
+    rows = []
+    for tid in sorted(orphans):
+        t = mine.filter(pc.equal(mine.column("trajectory_id"), tid)).to_pylist()
+        asst = [r for r in t if r["role"] == "assistant"]
+        qid, attempt = tids[tid]
+        rows.append({"trajectory_id": tid, "question_id": qid, "attempt": attempt, "teacher_backend": cfg.teacher.backend,
+                     "teacher_model": cfg.teacher.model, "status": "error", "num_turns": len(asst),
+                     "num_tool_calls": sum(1 for r in asst if r["tool_name"]),
+                     "tokens_in": sum(r["tokens_in"] or 0 for r in asst),
+                     "tokens_out": sum(r["tokens_out"] or 0 for r in asst), "retries": 0,
+                     "errors": sum(1 for r in asst if r["parse_error"]) + 1, "context_events": 0,
+                     "error": INTERRUPTED})
+    write_shard(cfg.run.out, "trajectories", pa.Table.from_pylist(rows, schema=schema_for("trajectories")),
+                run_id=cfg.run_id, config_hash=cfg.config_hash())
+    log.warning("closed %d interrupted trajectories whose turns were written before a crash", len(rows))
+    return [it for it in items if trajectory_id(it[0], it[2], cfg.teacher.model, cfg.run.seed) not in orphans], len(rows)
+
+
 async def _run_async(cfg: Config, batches: list[RolloutBatch], *, policy: Any = None,
                      progress: Callable[[RolloutStats], None] | None = None,
                      stats: RolloutStats | None = None) -> dict[str, Any]:
     stats = stats or RolloutStats()
     items = _items(cfg, batches)
     stats.skipped = sum(len(b.items) for b in batches) - len(items)
+    items, closed = close_orphans(cfg, items)
+    stats.status["interrupted_closed"] = closed
+    if not closed:
+        del stats.status["interrupted_closed"]
     if not items:
-        return stats.as_dict()
+        return {**stats.as_dict(), "written": closed}
     env = await asyncio.to_thread(Environment.from_tables, cfg.run.out, page_chars=cfg.rollout.page_chars)
     sink = TrajectorySink(cfg)
     async with make_teacher(cfg, policy=policy) as teacher:
@@ -338,7 +384,7 @@ async def _run_async(cfg: Config, batches: list[RolloutBatch], *, policy: Any = 
                 ticker.cancel()
                 progress(stats)  # type: ignore[misc]
     d = stats.as_dict()
-    d["written"] = sink.written
+    d["written"] = sink.written + closed
     return d
 
 

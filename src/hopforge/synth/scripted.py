@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -145,9 +144,6 @@ class FaultPlan:
         if self.rate > 0 and self._rng.random() < self.rate:
             return self._rng.choice(self.kinds)
         return None
-
-
-_Q_CHAT_RE = re.compile(r"Question:\s*(.*)")
 
 
 def _chat_question(messages: list[dict[str, Any]]) -> tuple[str, int]:
