@@ -1,8 +1,11 @@
-"""The umbrella flow on the real enwiki-233 dump with the scripted teacher, inside the Prefect harness."""
+"""The umbrella flow on the real enwiki-233 dump with the scripted teacher, inside the Prefect harness.
+
+Slow: the shared reference run takes ~2 minutes on an idle 2-core VM (ingest of 233 pages,
+four rollout batches each loading the BM25 environment, export + card plots).
+"""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -13,6 +16,8 @@ from hopforge.config import load_config
 from hopforge.flows import run_pipeline
 from hopforge.storage import read_manifest, read_table
 from hopforge.storage.schemas import SCHEMAS
+
+pytestmark = pytest.mark.slow
 
 
 def test_umbrella_flow_runs_every_stage_and_summarises_the_funnel(reference, prefect_harness: str) -> None:
@@ -56,24 +61,16 @@ def test_umbrella_flow_runs_every_stage_and_summarises_the_funnel(reference, pre
 
 
 def test_funnel_artifact_is_published(reference, prefect_harness: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
+    import httpx
 
     config, out, summary, _ = reference
     cfg = load_config(config, {"run.out": str(out)})
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"hopforge-funnel-{cfg.run_id}"])),
-                sort=ArtifactSort.CREATED_DESC, limit=10)
-
-    arts = asyncio.run(read())
-    assert arts, "no funnel artifact"
-    md = arts[0].data  # newest first
-    assert "| pages | 233 | 233 |" in md
-    assert f"| kept | {summary['funnel']['rows']['kept']['run']} |" in md
+    assert summary["artifact"]["key"] == f"hopforge-funnel-{cfg.run_id}"
+    # Raw REST by id: the 3.8.8 client's read_artifacts / Artifact.get send nulls its own server refuses.
+    art = httpx.get(f"{prefect_harness}/artifacts/{summary['artifact']['id']}").raise_for_status().json()
+    assert (art["key"], art["type"]) == (summary["artifact"]["key"], "markdown")
+    assert "| pages | 233 | 233 |" in art["data"]
+    assert f"| kept | {summary['funnel']['rows']['kept']['run']} |" in art["data"]
 
 
 def test_rerun_replays_every_task_from_cache_without_new_rows(reference, prefect_harness: str) -> None:

@@ -234,8 +234,9 @@ def pipeline(config_path: str | None = None, overrides: dict[str, Any] | None = 
                 skipped = [STAGE_FLOWS[s].name for s in selected[i + 1:]]
                 break
     summary = pipeline_summary(cfg, reports, skipped)
-    create_markdown_artifact(markdown=render_markdown(summary), key=_artifact_key(cfg.run_id),
-                             description=f"hopforge funnel of run {cfg.run_id}")
+    artifact_id = create_markdown_artifact(markdown=render_markdown(summary), key=_artifact_key(cfg.run_id),
+                                           description=f"hopforge funnel of run {cfg.run_id}")
+    summary["artifact"] = {"key": _artifact_key(cfg.run_id), "id": str(artifact_id)}
     if summary["ok"]:
         return summary
     return Failed(message=failure_message(summary), data=summary)
