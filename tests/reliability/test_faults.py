@@ -29,7 +29,7 @@ from hopforge.filters import run_filters
 from hopforge.storage import query_arrow, read_table, verify
 from hopforge.synth.rollout import run_rollouts
 from hopforge.synth.scripted import FAULT_KINDS, FaultPlan, OraclePolicy, ScriptedServer
-from tests.synth.conftest import QUESTIONS, rollout_cfg, write_wiki
+from tests.synth.rollout_fixtures import QUESTIONS, rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TRANSIENT = {"http_500", "timeout", "truncated_json", "drop"}

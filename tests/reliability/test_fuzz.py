@@ -220,7 +220,7 @@ def test_turn_judge_parser_raises_only_model_output_error(text: str, turns: list
 @pytest.fixture(scope="module")
 def environment(tmp_path_factory: pytest.TempPathFactory):
     from hopforge.synth.environment import Environment
-    from tests.synth.conftest import write_wiki
+    from tests.synth.rollout_fixtures import write_wiki
 
     out = tmp_path_factory.mktemp("fuzzenv") / "out"
     write_wiki(out)

@@ -27,7 +27,7 @@ from hopforge.synth.environment import Environment
 from hopforge.synth.rollout import RolloutEngine, RolloutStats, TrajectorySink
 from hopforge.synth.teacher import make_teacher
 from tests.reliability.conftest import peak_rss_bytes, rss_bytes
-from tests.synth.conftest import rollout_cfg, write_wiki
+from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 IN_FLIGHT = 1024
