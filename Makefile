@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(MAKE) llama-wheel
-	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu]"
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu,dask]"
 	touch $@
 
 llama-wheel:
@@ -34,8 +34,11 @@ llama-wheel:
 
 demo: install
 	$(BIN)/hopforge run --config configs/demo.toml --out $(DEMO_OUT)
-	$(BIN)/hopforge sql --out $(DEMO_OUT) "SELECT hops, count(*) AS questions, \
-	  round(avg(len(question))) AS avg_chars FROM questions GROUP BY hops ORDER BY hops"
+	$(BIN)/hopforge sql --out $(DEMO_OUT) "SELECT q.hops, count(DISTINCT q.question_id) AS questions, \
+	  count(DISTINCT q.question_id) FILTER (WHERE q.passed) AS passed_checks, \
+	  count(t.trajectory_id) AS trajectories, count(k.trajectory_id) AS kept \
+	  FROM questions q LEFT JOIN trajectories t USING (question_id) LEFT JOIN kept k USING (trajectory_id) \
+	  GROUP BY 1 ORDER BY 1"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,6 +1,6 @@
 import json
 
-from trajectory_builders import GOOD_ACTIONS, make_episode, question, write_dataset
+from tests.filters.trajectory_builders import GOOD_ACTIONS, make_episode, question, write_dataset
 from typer.testing import CliRunner
 
 from hopforge.cli import app

@@ -2,7 +2,7 @@ import asyncio
 
 import orjson
 import pytest
-from trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode
+from tests.filters.trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode
 
 from hopforge.errors import ModelOutputError
 from hopforge.filters.correctness import AnswerFilter, parse_answer_verdict

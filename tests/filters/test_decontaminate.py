@@ -1,5 +1,5 @@
 import pytest
-from trajectory_builders import question
+from tests.filters.trajectory_builders import question
 
 from hopforge.errors import ConfigError
 from hopforge.filters.decontaminate import contaminated_questions, load_benchmark

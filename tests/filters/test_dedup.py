@@ -1,5 +1,5 @@
 import pytest
-from trajectory_builders import GOOD_ACTIONS, make_episode, question
+from tests.filters.trajectory_builders import GOOD_ACTIONS, make_episode, question
 
 from hopforge.errors import ConfigError
 from hopforge.filters.dedup import DuplicateTrajectoryFilter, action_hash, near_duplicate_questions, shingles

@@ -1,7 +1,7 @@
 import asyncio
 
 import pytest
-from trajectory_builders import FakeTeacher, question, trajectory
+from tests.filters.trajectory_builders import FakeTeacher, question, trajectory
 
 from hopforge.errors import TeacherError
 from hopforge.filters.difficulty import (

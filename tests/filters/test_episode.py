@@ -1,4 +1,4 @@
-from trajectory_builders import GOOD_ACTIONS, make_episode, question, write_dataset
+from tests.filters.trajectory_builders import GOOD_ACTIONS, make_episode, question, write_dataset
 
 from hopforge.filters.episode import iter_episodes
 

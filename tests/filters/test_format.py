@@ -1,5 +1,5 @@
 import pytest
-from trajectory_builders import GOOD_ACTIONS, make_episode
+from tests.filters.trajectory_builders import GOOD_ACTIONS, make_episode
 
 from hopforge.filters.format import FormatFilter
 

@@ -1,4 +1,4 @@
-from trajectory_builders import GOOD_ACTIONS, make_episode
+from tests.filters.trajectory_builders import GOOD_ACTIONS, make_episode
 
 from hopforge.filters.labels import RULES_POLICY, apply_rules_policy, rule_labels
 

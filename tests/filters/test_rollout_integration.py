@@ -14,7 +14,7 @@ from hopforge.storage import ShardWriter, query_arrow, read_table
 from hopforge.synth.rollout import run_rollouts
 from hopforge.synth.scripted import Reply
 from hopforge.synth.teacher import make_teacher
-from trajectory_builders import make_episode
+from tests.filters.trajectory_builders import make_episode
 from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
 
 

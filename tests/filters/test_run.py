@@ -4,7 +4,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode, question, write_dataset
+from tests.filters.trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_episode, question, write_dataset
 
 from hopforge.config import load_config
 from hopforge.errors import ConfigError, TeacherError

@@ -83,13 +83,11 @@ def test_enwiki233_csr_contract(enwiki233):
 
 
 def test_enwiki233_rerun_skips_everything(enwiki233):
-    t0 = time.monotonic()
     stats = run_ingest(enwiki233)
     assert stats["batches_skipped"] == stats["batches"] and stats["pages"] == 0
     assert read_table(enwiki233.run.out, "pages").num_rows == 233
     assert read_table(enwiki233.run.out, "links").num_rows == read_table(
         enwiki233.run.out, "links", columns=["src_id"]).num_rows
-    assert time.monotonic() - t0 < 60
 
 
 # ----------------------------------------------------------------------------- enwiki-tiny-70

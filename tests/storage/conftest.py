@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from export_rows import build_run
+from tests.storage.export_rows import build_run
 
 from hopforge.config import load_config
 

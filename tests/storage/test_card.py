@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from export_rows import T0
+from tests.storage.export_rows import T0
 from hopforge.cli import app
 from hopforge.errors import StorageError
 from hopforge.storage import ShardWriter

@@ -15,7 +15,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from typer.testing import CliRunner
 
-from export_rows import HARMFUL, KEPT, QUESTIONS, SYSTEM
+from tests.storage.export_rows import HARMFUL, KEPT, QUESTIONS, SYSTEM
 from hopforge.cli import app
 from hopforge.errors import StorageError
 from hopforge.storage import export as export_mod

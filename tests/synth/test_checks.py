@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import path_of
+from tests.synth.conftest import path_of
 
 from hopforge.synth.checks import check_malformed, named_entities, run_checks
 from hopforge.synth.compose import Composed, TemplateComposer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from conftest import path_of
+from tests.synth.conftest import path_of
 
 from hopforge.synth.checks import run_checks
 from hopforge.synth.compose_llm import LLMComposer, parse_question, render_chain

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import path_of
+from tests.synth.conftest import path_of
 
 from hopforge.config import load_config
 from hopforge.storage import query_arrow, read_table
@@ -33,10 +33,10 @@ def thousand(enwiki233_graph, tmp_path_factory):
     return out, stats, time.perf_counter() - t
 
 
-def test_thousand_template_questions_fast_with_configured_hops(thousand):
-    out, stats, seconds = thousand
+def test_thousand_template_questions_with_configured_hops(thousand):
+    # Speed is measured in benchmarks/ (BENCHMARKS.md), never asserted in a test.
+    out, stats, _seconds = thousand
     assert stats["questions"] == 1000
-    assert seconds < 60, f"1,000 questions took {seconds:.1f}s"
     hops = Counter(read_table(out, "questions", columns=["hops"]).column("hops").to_pylist())
     assert set(hops) == {2, 3, 4, 5, 6}  # default hops_min..hops_max
     assert all(140 <= n <= 260 for n in hops.values()), hops  # uniform over 5 values: 200 each, +-4 sigma

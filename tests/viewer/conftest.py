@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from viewer_rows import write_small_run
+from tests.viewer.viewer_rows import write_small_run
 
 
 @pytest.fixture(scope="session")
