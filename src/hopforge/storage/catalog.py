@@ -133,21 +133,11 @@ def open_catalog(out: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def query_arrow(out: str | Path, sql: str, limit: int | None = None):
-    """Run one guarded read-only query and return a pyarrow Table."""
+def query_arrow(out: str | Path, sql: str, limit: int | None = None, params: Sequence[Any] | None = None):
+    """Run one guarded read-only query on a fresh catalog of ``out`` and return a pyarrow Table."""
     guard_sql(sql)
     with open_catalog(out) as con:
-        try:
-            rel = con.sql(sql)
-            if rel is None:
-                raise SQLGuardError("statement returned no result")
-            if limit is not None:
-                rel = rel.limit(limit)
-            return rel.fetch_arrow_table()
-        except duckdb.PermissionException as e:
-            raise SQLGuardError(f"refused: {e}") from None
-        except duckdb.Error as e:
-            raise StorageError(f"query failed: {e}") from None
+        return fetch_arrow(con, sql, params, limit)
 
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None,
