@@ -21,7 +21,7 @@ import polars as pl
 
 from hopforge.errors import SQLGuardError, StorageError
 from hopforge.storage.schemas import SCHEMAS, schema_for
-from hopforge.storage.shards import read_manifest, shard_paths, table_dir
+from hopforge.storage.shards import read_manifest, shard_paths, table_dir, verify
 
 ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
@@ -89,6 +89,16 @@ def _create_views(con: duckdb.DuckDBPyConnection, out: Path) -> None:
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _{table}_data")
 
 
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _changed(out: Path) -> str:
+    """'; shard(s) changed since written: ...' for every table, or '' (only called on a read error)."""
+    bad = [f"{table}/{rel}" for table in SCHEMAS for rel in verify(out, table).changed]
+    return f"; shard(s) changed since written: {', '.join(bad)} (see `hopforge inspect`)" if bad else ""
+
+
 @contextmanager
 def open_catalog(out: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A locked-down, read-only DuckDB connection with one view per table."""
@@ -102,6 +112,9 @@ def open_catalog(out: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
         build = duckdb.connect(str(db))
         try:
             _create_views(build, out_path)
+        except duckdb.Error as e:  # DuckDB reads each table's first shard here: a corrupt one fails
+            raise StorageError(f"cannot open the tables under {out_path}: {_first_line(e)}{_changed(out_path)}") \
+                from None
         finally:
             build.close()
         con = duckdb.connect(

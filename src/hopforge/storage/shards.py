@@ -132,7 +132,10 @@ def write_shard(
     avg = max(1, data.nbytes // max(1, data.num_rows))
     row_group = max(1_000, min(1_000_000, TARGET_ROW_GROUP_BYTES // avg))
     try:
-        pq.write_table(data, tmp, compression="zstd", compression_level=3, row_group_size=row_group)
+        # Page CRCs let every read (not only `hopforge inspect`) catch a flipped bit: zstd's own
+        # checks miss some, which then decode silently to wrong values.
+        pq.write_table(data, tmp, compression="zstd", compression_level=3, row_group_size=row_group,
+                       write_page_checksum=True)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         digest = _sha256(tmp)
@@ -241,6 +244,21 @@ def verify(out: str | Path, table: str) -> VerifyReport:
     return report
 
 
+# Verify page CRCs on read (shards are written with them; older shards without CRCs still read).
+PARQUET_FORMAT = pads.ParquetFileFormat(
+    default_fragment_scan_options=pads.ParquetFragmentScanOptions(page_checksum_verification=True))
+
+
+def _unreadable(out: str | Path, table: str, e: Exception) -> StorageError:
+    """A read error naming the shards whose bytes no longer match the manifest, if any."""
+    try:
+        bad = verify(out, table).changed
+    except (StorageError, OSError):
+        bad = []
+    where = f"; shard(s) changed since written: {', '.join(bad)} (see `hopforge inspect {table}`)" if bad else ""
+    return StorageError(f"cannot read table {table!r} under {table_dir(out, table)}: {e}{where}")
+
+
 def read_table(
     out: str | Path, table: str, *, run: str | None = None, columns: list[str] | None = None
 ) -> pa.Table:
@@ -252,10 +270,10 @@ def read_table(
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
     try:
-        ds = pads.dataset([str(p) for p in paths], schema=schema, format="parquet")
+        ds = pads.dataset([str(p) for p in paths], schema=schema, format=PARQUET_FORMAT)
         return ds.to_table(columns=columns)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise StorageError(f"cannot read table {table!r} under {table_dir(out, table)}: {e}") from None
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(out, table, e) from None
 
 
 def existing_ids(out: str | Path, table: str, column: str) -> set[Any]:
@@ -343,5 +361,8 @@ def iter_batches(out: str | Path, table: str, batch_size: int = 10_000) -> Itera
     paths = shard_paths(out, table)
     if not paths:
         return
-    ds = pads.dataset([str(p) for p in paths], schema=schema_for(table), format="parquet")
-    yield from ds.to_batches(batch_size=batch_size)
+    ds = pads.dataset([str(p) for p in paths], schema=schema_for(table), format=PARQUET_FORMAT)
+    try:
+        yield from ds.to_batches(batch_size=batch_size)
+    except (pa.ArrowException, OSError) as e:
+        raise _unreadable(out, table, e) from None
