@@ -622,3 +622,9 @@ def test_cli_push_to_hub_flag_uses_hf_token_and_uploads(run_dir, tmp_path, monke
     pushed = tmp_path / "hub" / "me/ds"
     assert (pushed / "README.md").is_file() and (pushed / MANIFEST_NAME).is_file()
     assert sorted(p.name for p in (pushed / "data").iterdir()) == sorted(p.name for p in (dest / "data").iterdir())
+
+
+def test_exported_tools_are_the_tools_the_teacher_saw():
+    from hopforge.synth.protocol import TOOLS
+
+    assert TOOL_SCHEMAS is TOOLS

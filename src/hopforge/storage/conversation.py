@@ -16,55 +16,9 @@ from typing import Any, Literal
 
 import orjson
 
-ReasoningMode = Literal["keep", "drop", "shorten"]
+from hopforge.storage.tools import TOOL_SCHEMAS as TOOL_SCHEMAS  # re-exported for export.py
 
-# The three tools of the offline Wikipedia environment, as OpenAI-style JSON
-# schemas. Their arguments mirror the typed `turns.tool_args` struct
-# (storage/schemas.py TOOL_ARGS), which is what the rollout records.
-TOOL_SCHEMAS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "search",
-            "description": "Search the offline Wikipedia snapshot; returns the titles and snippets of the best pages.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "query": {"type": "string", "description": "Keywords to search for."},
-                    "k": {"type": "integer", "description": "How many results to return."},
-                },
-                "required": ["query"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "visit",
-            "description": "Open a Wikipedia page by title and read its text, one page of characters at a time.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "title": {"type": "string", "description": "Exact page title."},
-                    "page": {"type": "integer", "description": "0-based page of the article text."},
-                },
-                "required": ["title"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "answer",
-            "description": "Give the final answer to the question and end the episode.",
-            "parameters": {
-                "type": "object",
-                "properties": {"text": {"type": "string", "description": "The answer, as short as possible."}},
-                "required": ["text"],
-            },
-        },
-    },
-]
+ReasoningMode = Literal["keep", "drop", "shorten"]
 
 SUMMARY_HEADER = "Progress so far (summary of the earlier steps of this search):"
 OBSERVATION_GIST_CHARS = 160

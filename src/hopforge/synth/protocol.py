@@ -27,56 +27,13 @@ from typing import Any
 
 import orjson
 
-TOOL_NAMES = ("search", "visit", "answer")
+from hopforge.storage.tools import TOOL_NAMES
+from hopforge.storage.tools import TOOL_SCHEMAS as TOOLS
+
 MAX_QUERY_CHARS = 500
 MAX_TITLE_CHARS = 300
 MAX_ANSWER_CHARS = 2000
 
-TOOLS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "search",
-            "description": "Search the offline Wikipedia snapshot. Returns titles, passage ids and snippets.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "query": {"type": "string", "description": "Keywords to search for."},
-                    "k": {"type": "integer", "description": "Number of results (default 5).", "minimum": 1},
-                },
-                "required": ["query"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "visit",
-            "description": "Read a Wikipedia page by exact title. Long pages are split; page=1, 2... reads on.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "title": {"type": "string", "description": "The page title, as shown in search results."},
-                    "page": {"type": "integer", "description": "0-based page of the text (default 0).",
-                             "minimum": 0},
-                },
-                "required": ["title"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "answer",
-            "description": "Give the final answer. Ends the episode.",
-            "parameters": {
-                "type": "object",
-                "properties": {"text": {"type": "string", "description": "The answer, as short as possible."}},
-                "required": ["text"],
-            },
-        },
-    },
-]
 TOOLS_JSON = orjson.dumps(TOOLS)
 
 SYSTEM_PROMPT = (
