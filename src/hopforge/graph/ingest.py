@@ -54,7 +54,7 @@ from hopforge.graph.dump import (
 )
 from hopforge.graph.fetch import resolve_dump
 from hopforge.graph.titles import SiteInfo
-from hopforge.storage import content_id, read_table, write_shard
+from hopforge.storage import content_id, read_table, schema_for, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
     limit = cfg.graph.page_timeout_s
 
     pages: dict[int, dict] = {}
-    links: dict[int, list[dict]] = {}
+    links: dict[int, tuple[str, list[wikitext.LinkRow]]] = {}
     redirects: dict[str, dict] = {}
     rejects: list[dict] = [_reject(b["reason"], "", b["detail"], step="read_dump", table="pages")
                            for b in batch.breaks]
@@ -417,41 +417,51 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
             "is_disambiguation": parsed.is_disambiguation, "is_list": parsed.is_list, "is_date": parsed.is_date,
             "wikitext_bytes": len(text.encode("utf-8")), "red_links": red_links, "source": batch.source,
         }
-        links[page_id] = [
-            {"batch_id": batch.batch_id, "src_id": page_id, "src_title": title, "target": lk.target,
-             "raw_target": lk.raw_target, "anchor": lk.anchor, "sentence": lk.sentence,
-             "position": lk.position, "in_lead": lk.in_lead}
-            for lk in parsed.links
-        ]
+        links[page_id] = (title, parsed.links)
     if blocks.error is not None:  # multistream byte range that does not decompress
         rejects.append(_reject(blocks.error.reason, "", blocks.error.detail, step="read_dump"))
 
-    link_rows = [r for rows in links.values() for r in rows]
+    link_table = _link_table(batch.batch_id, links)
     marks.mkdir(parents=True, exist_ok=True)
     mark_started.touch()
-    _write_missing(cfg, batch, rejects, link_rows, list(redirects.values()), list(pages.values()), partial)
+    _write_missing(cfg, batch, rejects, link_table, list(redirects.values()), list(pages.values()), partial)
     seconds = time.monotonic() - t0
     stats = {"batch_id": batch.batch_id, "source": batch.source, "index": batch.index, "pages": len(pages),
-             "redirects": len(redirects), "links": len(link_rows), "rejects": len(rejects), "seconds": seconds}
+             "redirects": len(redirects), "links": link_table.num_rows, "rejects": len(rejects), "seconds": seconds}
     write_shard(out, "ingest_batches", pa.Table.from_pylist([stats]), run_id=run, config_hash=cfg.config_hash())
     mark_done.touch()
     return {**stats, "skipped": False, "raw_pages": seen}
 
 
-def _write_missing(cfg: Config, batch: IngestBatch, rejects: list[dict], link_rows: list[dict],
+def _link_table(batch_id: str, links: dict[int, tuple[str, list[wikitext.LinkRow]]]) -> pa.Table:
+    """The batch's ``links_raw`` rows, built column by column (no per-link dict)."""
+    src_id: list[int] = []
+    src_title: list[str] = []
+    for page_id, (title, rows) in links.items():
+        src_id.extend([page_id] * len(rows))
+        src_title.extend([title] * len(rows))
+    every = [lk for _title, rows in links.values() for lk in rows]
+    return pa.table({
+        "batch_id": [batch_id] * len(every), "src_id": src_id, "src_title": src_title,
+        "target": [lk.target for lk in every], "raw_target": [lk.raw_target for lk in every],
+        "anchor": [lk.anchor for lk in every], "sentence": [lk.sentence for lk in every],
+        "position": [lk.position for lk in every], "in_lead": [lk.in_lead for lk in every],
+    }, schema=schema_for("links_raw"))
+
+
+def _write_missing(cfg: Config, batch: IngestBatch, rejects: list[dict], link_table: pa.Table,
                    redirect_rows: list[dict], page_rows: list[dict], partial: bool) -> None:
     """Write each table's shard unless an earlier, interrupted attempt (``partial``) already wrote it."""
     out, run, ch = cfg.run.out, cfg.run_id, cfg.config_hash()
 
-    def put(table: str, rows: list[dict]) -> None:
-        if rows:
-            from hopforge.storage import schema_for
-            write_shard(out, table, pa.Table.from_pylist(rows, schema=schema_for(table)), run_id=run,
-                        config_hash=ch)
+    def put(table: str, rows: list[dict] | pa.Table) -> None:
+        if len(rows):
+            data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema_for(table))
+            write_shard(out, table, data, run_id=run, config_hash=ch)
 
     if not partial:
         put("rejects", rejects)
-        put("links_raw", link_rows)
+        put("links_raw", link_table)
         put("redirects_raw", redirect_rows)
         put("pages", page_rows)
         return
@@ -459,8 +469,8 @@ def _write_missing(cfg: Config, batch: IngestBatch, rejects: list[dict], link_ro
         done = set(zip(*[read_table(out, "rejects", run=run, columns=[c]).column(c).to_pylist()
                          for c in ("step", "detail")], strict=True))
         put("rejects", [r for r in rejects if (r["step"], r["detail"]) not in done])
-    if link_rows and batch.batch_id not in _run_ids(cfg, "links_raw", "batch_id"):
-        put("links_raw", link_rows)
+    if link_table.num_rows and batch.batch_id not in _run_ids(cfg, "links_raw", "batch_id"):
+        put("links_raw", link_table)
     if redirect_rows and batch.batch_id not in _run_ids(cfg, "redirects_raw", "batch_id"):
         put("redirects_raw", redirect_rows)
     if page_rows:

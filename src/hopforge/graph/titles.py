@@ -38,6 +38,8 @@ class SiteInfo:
     namespaces: dict[int, str] = field(default_factory=lambda: {0: ""})
     ns_case: dict[int, str] = field(default_factory=dict)
     _lookup: dict[str, int] = field(default_factory=dict, repr=False)
+    # normalize() results: link targets repeat a lot within and across pages of a batch.
+    _memo: dict[str, tuple[str, str, int]] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._build_lookup()
@@ -51,6 +53,7 @@ class SiteInfo:
             if name:
                 lookup[_SPACES.sub(" ", name).strip().lower()] = key
         self._lookup = lookup
+        self._memo.clear()
 
     @classmethod
     def from_xml(cls, header: bytes) -> SiteInfo:
@@ -108,6 +111,15 @@ class SiteInfo:
         rewritten to the wiki's own name, and the first letter is upper-cased
         when the namespace's case rule is ``first-letter``.
         """
+        hit = self._memo.get(raw)
+        if hit is not None:
+            return hit
+        if len(self._memo) >= 262_144:  # bounded: a dump has millions of distinct targets
+            self._memo.clear()
+        result = self._memo[raw] = self._normalize(raw)
+        return result
+
+    def _normalize(self, raw: str) -> tuple[str, str, int]:
         title = _SPACES.sub(" ", raw).strip()
         fragment = ""
         if "#" in title:
