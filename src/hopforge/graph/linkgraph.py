@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-import networkx as nx
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.csgraph as csgraph
 
 from hopforge.errors import StorageError
 from hopforge.storage import read_table
 from hopforge.storage.arrays import latest_run, load_arrays
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 class LinkGraph:
@@ -126,6 +129,8 @@ class LinkGraph:
                         dist[v] = d
                         nxt.append(v)
             frontier = nxt
+        import networkx as nx  # only for local analysis: not imported by every stage that loads the graph
+
         g = nx.DiGraph()
         for u in dist:
             g.add_node(u, title=self.titles[u], hops=dist[u])
@@ -172,6 +177,8 @@ class LinkGraph:
 
     def alternative_paths(self, a: int, b: int, cutoff: int, limit: int = 100) -> list[list[int]]:
         """Up to ``limit`` simple directed paths a -> b of at most ``cutoff`` hops, shortest first."""
+        import networkx as nx
+
         g = self.ego(a, cutoff)
         if b not in g:
             return []
@@ -186,6 +193,8 @@ class LinkGraph:
     def stats(self, top: int = 10, pagerank: np.ndarray | None = None) -> dict:
         out_deg = np.diff(np.asarray(self.indptr))
         in_deg = np.bincount(np.asarray(self.indices), minlength=self.n_nodes)
+        from scipy.sparse import csgraph
+
         m = self.matrix()
         n_weak, _ = csgraph.connected_components(m, directed=True, connection="weak")
         n_strong, labels = csgraph.connected_components(m, directed=True, connection="strong")

@@ -59,11 +59,12 @@ _DISAMBIG_TEMPLATES = {"disambiguation", "disambig", "dab", "disamb", "hndis", "
 # A sentence ends after [.!?] (and closing quotes/brackets) before whitespace and a capital or digit.
 # The sentence's last character is the match's first (no look-behind: scanning is ~3x faster).
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9ĀČĒĢĪĶĻŅŌŖŠŪŽÄÖÜÉÈ])")
-# Runs of spaces, tabs and no-break spaces collapse to one space. Only runs that change are
-# matched (a lone space is left alone), so collapsing a whole page is not one match per word.
+# Runs of spaces, tabs and no-break spaces collapse to one space (_collapse_ws does the same with
+# str.replace, which is several times faster on long text; _WS is for short names and keys).
 _WS = re.compile(r"[\t\u00a0][ \t\u00a0]*| [ \t\u00a0]+")
+_SPACES = re.compile("  +")  # a two-space literal prefix: found by fast search, not tried per character
 _PARA = re.compile(r"\n\s*\n+")
-_PARA_BREAK = re.compile(r"\n\s*\n|\Z")
+_PARA_BREAK = re.compile(r"\n\s*\n")
 _LIST_TITLE = re.compile(r"^(List|Lists|Index|Outline|Timeline) of ", re.I)
 _MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December")
 _DATE_TITLE = re.compile(rf"^(\d{{1,4}}( BC| BCE| AD| CE)?|\d{{1,4}}0s( BC)?|\d{{1,2}}(st|nd|rd|th) century( BC)?|"
@@ -72,7 +73,7 @@ _DATE_TITLE = re.compile(rf"^(\d{{1,4}}( BC| BCE| AD| CE)?|\d{{1,4}}0s( BC)?|\d{
 # roughly halves mwparserfromhell's time on enwiki articles (citation templates are ~40% of
 # the wikitext). Self-closing <ref/> first; comments in the same pass so a commented-out
 # "<ref" cannot open a match.
-_PRESTRIP = re.compile(r"<!--.*?(?:-->|\Z)|<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.S | re.I)
+_PRESTRIP = re.compile(r"<(?:!--.*?(?:-->|\Z)|ref\b[^>]*?/>|ref\b[^>]*>.*?</ref\s*>)", re.DOTALL | re.IGNORECASE)
 _DATE_TEMPLATES = ("birth date", "death date", "start date", "end date", "birth-date", "death-date", "dob",
                    "film date", "released", "date")
 
@@ -512,6 +513,15 @@ class _Writer:
         return trail
 
 
+def _collapse_ws(s: str) -> str:
+    """``_WS.sub(" ", s)``: every run of spaces, tabs and no-break spaces becomes one space."""
+    if "\t" in s:
+        s = s.replace("\t", " ")
+    if "\u00a0" in s:
+        s = s.replace("\u00a0", " ")
+    return _SPACES.sub(" ", s) if "  " in s else s
+
+
 def _sentence_spans(text: str) -> tuple[list[int], list[int]]:
     """Start and end offsets of every sentence of ``text`` (paragraphs split at blank lines), in order.
 
@@ -522,8 +532,10 @@ def _sentence_spans(text: str) -> tuple[list[int], list[int]]:
     ends: list[int] = []
     p0 = 0
     n = len(text)
-    for m in _PARA_BREAK.finditer(text):
-        pend = m.start()
+    bounds = [(m.start(), m.end()) for m in _PARA_BREAK.finditer(text)]
+    if not bounds or bounds[-1][1] != n:
+        bounds.append((n, n))  # the last paragraph runs to the end of the text
+    for pend, nxt in bounds:
         s0 = p0
         for b in _SENTENCE_END.finditer(text, p0, pend):  # bounded like a slice, without the copy
             starts.append(s0)
@@ -531,9 +543,7 @@ def _sentence_spans(text: str) -> tuple[list[int], list[int]]:
             s0 = b.end()
         starts.append(s0)
         ends.append(pend)
-        p0 = m.end()
-        if p0 == n:
-            break
+        p0 = nxt
     return starts, ends
 
 
@@ -550,7 +560,7 @@ def _sentence_at(text: str, spans: tuple[list[int], list[int]], start: int, end:
         j += 1  # an anchor spanning a sentence boundary ("U.S. Army") keeps both halves
     if memo is not None and (i, j) in memo:
         return memo[i, j]
-    sentence = _WS.sub(" ", text[starts[i]: ends[j]].replace("\n", " ")).strip()
+    sentence = _collapse_ws(text[starts[i]: ends[j]].replace("\n", " ")).strip()
     if memo is not None:
         memo[i, j] = sentence
     return sentence
@@ -564,7 +574,7 @@ def _clean(text: str) -> str:
     # Stripped pronunciation/convert templates leave "(; born ...)" or "()": tidy those.
     text = _OPEN_PAREN_PUNCT.sub("(", _EMPTY_PARENS.sub("", text))
     paras = []
-    for p in _PARA.split(_WS.sub(" ", text)):  # _WS never matches a newline: one pass for all lines
+    for p in _PARA.split(_collapse_ws(text)):  # never touches a newline: one pass for all lines
         lines = [ln.strip() for ln in p.split("\n")]
         p = "\n".join(ln for ln in lines if ln)
         if p:
@@ -662,7 +672,7 @@ def _extract(title: str, wikitext: str, site: SiteInfo, link_ns: set[int], tree:
     spans = _sentence_spans(raw) if w.links else ([], [])
     memo: dict[tuple[int, int], str] = {}
     for start, end, target, lraw in w.links:
-        anchor = _WS.sub(" ", raw[start:end]).strip()
+        anchor = _collapse_ws(raw[start:end]).strip()
         page.links.append(LinkRow(target, lraw, anchor, _sentence_at(raw, spans, start, end, memo), position,
                                   start < lead_end))
         position += 1

@@ -1,6 +1,7 @@
 """Storage: schemas, shards, manifests and the query catalog (the stages' only I/O)."""
 
-from hopforge.storage.catalog import guard_sql, open_catalog, query_arrow, scan
+from typing import TYPE_CHECKING, Any
+
 from hopforge.storage.ids import content_id
 from hopforge.storage.schemas import SCHEMAS, schema_for
 from hopforge.storage.shards import (
@@ -13,6 +14,22 @@ from hopforge.storage.shards import (
     verify,
     write_shard,
 )
+
+if TYPE_CHECKING:
+    from hopforge.storage.catalog import guard_sql, open_catalog, query_arrow, scan
+
+_CATALOG = {"guard_sql", "open_catalog", "query_arrow", "scan"}
+
+
+def __getattr__(name: str) -> Any:
+    # The catalog pulls in DuckDB and polars; stages that only write and read shards
+    # (every worker process) do not pay for importing them.
+    if name in _CATALOG:
+        from hopforge.storage import catalog
+
+        return getattr(catalog, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "SCHEMAS",

@@ -30,7 +30,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from hopforge import __version__
@@ -244,9 +243,24 @@ def verify(out: str | Path, table: str) -> VerifyReport:
     return report
 
 
-# Verify page CRCs on read (shards are written with them; older shards without CRCs still read).
-PARQUET_FORMAT = pads.ParquetFileFormat(
-    default_fragment_scan_options=pads.ParquetFragmentScanOptions(page_checksum_verification=True))
+def _parquet_format() -> Any:  # pyarrow.dataset is imported lazily: it pulls in pandas (~0.4 s)
+    """Parquet read options for datasets: verify page CRCs (shards carry them; older ones without still read)."""
+    import pyarrow.dataset as pads
+
+    return pads.ParquetFileFormat(
+        default_fragment_scan_options=pads.ParquetFragmentScanOptions(page_checksum_verification=True))
+
+
+def _read_shard(path: Path, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
+    """One shard as ``schema`` (projected to ``columns``): columns an older schema version lacks read as nulls."""
+    pf = pq.ParquetFile(path, page_checksum_verification=True)
+    names = columns or schema.names
+    have = set(pf.schema_arrow.names)
+    data = pf.read(columns=[c for c in names if c in have], use_threads=False)
+    fields = [schema.field(c) for c in names]
+    arrays = [data.column(f.name).cast(f.type) if f.name in have else pa.nulls(data.num_rows, f.type)
+              for f in fields]
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=schema.metadata))
 
 
 def _unreadable(out: str | Path, table: str, e: Exception) -> StorageError:
@@ -269,10 +283,13 @@ def read_table(
     if not paths:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
+    if columns:
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise StorageError(f"table {table!r} has no column(s) {missing}; it has {schema.names}")
     try:
-        ds = pads.dataset([str(p) for p in paths], schema=schema, format=PARQUET_FORMAT)
-        return ds.to_table(columns=columns)
-    except (pa.ArrowException, OSError) as e:
+        return pa.concat_tables([_read_shard(p, schema, columns) for p in paths])
+    except (pa.ArrowException, OSError, ValueError) as e:  # a flipped footer byte can fail as UnicodeDecodeError
         raise _unreadable(out, table, e) from None
 
 
@@ -361,7 +378,9 @@ def iter_batches(out: str | Path, table: str, batch_size: int = 10_000) -> Itera
     paths = shard_paths(out, table)
     if not paths:
         return
-    ds = pads.dataset([str(p) for p in paths], schema=schema_for(table), format=PARQUET_FORMAT)
+    import pyarrow.dataset as pads
+
+    ds = pads.dataset([str(p) for p in paths], schema=schema_for(table), format=_parquet_format())
     try:
         yield from ds.to_batches(batch_size=batch_size)
     except (pa.ArrowException, OSError) as e:
