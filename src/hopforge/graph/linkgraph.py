@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
