@@ -329,6 +329,7 @@ class _Writer:
     def walk_tokens(self, toks: list, match: list[int], i: int, end: int, depth: int, stop=None) -> int:
         """Walk ``toks[i:end]``; return the index reached (``end``, or the first ``stop`` token at this level)."""
         skip_trail = 0
+        append = self.parts.append
         while i < end:
             t = toks[i]
             c = type(t)
@@ -337,7 +338,7 @@ class _Writer:
                 if skip_trail:
                     value, skip_trail = value[skip_trail:], 0
                 if value:
-                    self.parts.append(value)
+                    append(value)
                     self.size += len(value)
                 i += 1
             elif c is _LINK_OPEN:
@@ -380,6 +381,8 @@ class _Writer:
         m = match[i]
         if m == i + 2 and type(toks[i + 1]) is _TEXT:  # [[Title]]: most links
             sep, title = None, toks[i + 1]["text"]
+        elif m == i + 4 and type(toks[i + 2]) is _LINK_SEP and type(toks[i + 1]) is _TEXT:  # [[Title|text]]
+            sep, title = i + 2, toks[i + 1]["text"]
         else:
             sep = _find(toks, match, i + 1, m, _LINK_SEP)
             title = _plain_text(toks, i + 1, m if sep is None else sep)
