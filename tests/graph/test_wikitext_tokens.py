@@ -98,3 +98,23 @@ def test_token_walk_equals_tree_walk_on_generated_wikitext(parts, title):
 @settings(max_examples=400, deadline=None)
 def test_token_walk_equals_tree_walk_on_markup_soup(text):
     _same("Soup", text, SITE, {0})
+
+
+# The fast whitespace helpers must do what the plain regexes they replace did.
+_WS_ALPHABET = " \t\n_\u00a0\u200e\u200f\u2003\u3000ab"
+
+
+@given(st.text(alphabet=_WS_ALPHABET, max_size=16))
+def test_collapse_ws_equals_the_plain_regex(s):
+    import re
+
+    from hopforge.graph.wikitext import _WS, _collapse_ws
+
+    assert _collapse_ws(s) == re.sub(r"[ \t\u00a0]+", " ", s) == _WS.sub(" ", s)
+
+
+@given(st.text(alphabet=_WS_ALPHABET, max_size=16))
+def test_title_space_runs_equal_the_plain_regex(s):
+    from hopforge.graph.titles import _SPACE_RUNS, _SPACES
+
+    assert _SPACE_RUNS.sub(" ", s) == _SPACES.sub(" ", s)

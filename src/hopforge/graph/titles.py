@@ -26,6 +26,8 @@ NS_CATEGORY = 14
 NS_MEDIA = -2
 
 _SPACES = re.compile(r"[\s_\u00a0\u200e\u200f]+")
+# The same runs, but a lone " " (already normal) is not matched: normalising "United States" makes no match.
+_SPACE_RUNS = re.compile(r"(?:[^\S ]|[_\u00a0\u200e\u200f])[\s_\u00a0\u200e\u200f]*| [\s_\u00a0\u200e\u200f]+")
 
 
 @dataclass
@@ -120,7 +122,7 @@ class SiteInfo:
         return result
 
     def _normalize(self, raw: str) -> tuple[str, str, int]:
-        title = _SPACES.sub(" ", raw).strip()
+        title = _SPACE_RUNS.sub(" ", raw).strip()
         fragment = ""
         if "#" in title:
             title, fragment = title.split("#", 1)
