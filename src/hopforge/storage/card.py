@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,18 @@ from hopforge.storage.export import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "data_cards"
 TEMPLATE_NAME = "dataset_card.md.j2"
+
+
+def _template_dir() -> Path:
+    """data_cards/ of the source tree (editable install, tests), else where a wheel installed it."""
+    source = Path(__file__).resolve().parents[3] / "data_cards"
+    if (source / TEMPLATE_NAME).exists():
+        return source
+    return Path(sys.prefix) / "share" / "hopforge" / "data_cards"
+
+
+TEMPLATE_DIR = _template_dir()
 PLOT_SIZE_IN = (6.4, 4.0)
 PLOT_DPI = 100  # -> 640 x 400 pixel PNGs
 EXAMPLE_CHARS = 400
