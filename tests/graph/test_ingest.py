@@ -339,3 +339,21 @@ def test_resume_after_sigkill_of_the_whole_process(tmp_path):
     fresh = make_cfg(tmp_path / "fresh", src, **{"graph.workers": 1, "graph.batch_pages": 5})
     run_ingest(fresh)
     assert _snapshot(cfg.run.out) == _snapshot(fresh.run.out)
+
+
+def test_rerun_after_tables_deleted_by_hand_rebuilds_them(tmp_path):
+    """Resume markers under OUT/_work must not make a re-run skip batches whose tables are gone."""
+    import shutil
+
+    cfg = make_cfg(tmp_path / "out", wiki_file("enwiki-tiny-70.xml.bz2"),
+                   **{"graph.workers": 1, "graph.batch_pages": 10})
+    run_ingest(cfg)
+    before = _snapshot(cfg.run.out)
+    for table in cfg.run.out.iterdir():
+        if not table.name.startswith("_"):  # every table and the graph arrays; keep _work
+            shutil.rmtree(table)
+    stats = run_ingest(cfg)  # OUT/_work (plan, markers) is still there
+    assert stats["batches_skipped"] == 0 and stats["pages"] > 0
+    assert _snapshot(cfg.run.out) == before
+    again = run_ingest(cfg)
+    assert again["batches_skipped"] == again["batches"]

@@ -55,6 +55,7 @@ from hopforge.graph.dump import (
 from hopforge.graph.fetch import resolve_dump
 from hopforge.graph.titles import SiteInfo
 from hopforge.storage import content_id, read_table, schema_for, write_shard
+from hopforge.storage.shards import table_dir
 
 log = logging.getLogger(__name__)
 
@@ -324,15 +325,18 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
     t0 = time.monotonic()
     out, run = cfg.run.out, cfg.run_id
     # Marker files make the common cases free: a fresh batch (no .started) needs no table reads,
-    # a finished one (.done) is skipped at once. Only a batch that died part-way pays for
-    # reading the tables to find which of its shards already exist.
+    # a finished one is skipped at once if the ingest_batches shard its .done marker names still
+    # exists (one stat; tables deleted by hand make the marker stale). Only a batch that died
+    # part-way, or whose marker is stale, pays for reading the tables to find which shards exist.
     marks = Path(batch.titles_path).parent / "runs" / run
     mark_started, mark_done = marks / f"{batch.batch_id}.started", marks / f"{batch.batch_id}.done"
     if mark_done.exists():
-        return {"batch_id": batch.batch_id, "skipped": True}
+        shard = mark_done.read_text(encoding="utf-8").strip()
+        if shard and (table_dir(out, "ingest_batches") / shard).exists():
+            return {"batch_id": batch.batch_id, "skipped": True}
+        mark_done.unlink(missing_ok=True)
     partial = mark_started.exists()
     if partial and batch.batch_id in _run_ids(cfg, "ingest_batches", "batch_id"):
-        mark_done.touch()
         return {"batch_id": batch.batch_id, "skipped": True}
     site = SiteInfo.from_dict(batch.site)
     titles = _titles(batch.titles_path)
@@ -428,8 +432,9 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
     seconds = time.monotonic() - t0
     stats = {"batch_id": batch.batch_id, "source": batch.source, "index": batch.index, "pages": len(pages),
              "redirects": len(redirects), "links": link_table.num_rows, "rejects": len(rejects), "seconds": seconds}
-    write_shard(out, "ingest_batches", pa.Table.from_pylist([stats]), run_id=run, config_hash=cfg.config_hash())
-    mark_done.touch()
+    info = write_shard(out, "ingest_batches", pa.Table.from_pylist([stats]), run_id=run,
+                       config_hash=cfg.config_hash())
+    mark_done.write_text(info.path, encoding="utf-8")
     return {**stats, "skipped": False, "raw_pages": seen}
 
 
