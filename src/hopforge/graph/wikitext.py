@@ -292,14 +292,8 @@ class _Writer:
                             self.emit(", ")
                         self.walk(prm.value.nodes, depth + 1)
             elif isinstance(node, Tag):
-                tag = str(node.tag).lower()
-                if tag in _DROP_TAGS or node.wiki_markup == "{|":
+                if not self._open_tag(str(node.tag).lower(), node.wiki_markup):
                     continue
-                if tag in _BREAK_TAGS:
-                    self.emit("\n")
-                    continue
-                if tag in ("li", "dt", "dd"):
-                    self.emit("\n")
                 if node.contents is not None:
                     self.walk(node.contents.nodes, depth + 1)
             elif isinstance(node, Heading):
@@ -390,34 +384,8 @@ class _Writer:
         if title is None:  # a title with markup inside ([[{{foo}}]]): let the tree code decide
             node = Builder().build(toks[i: m + 1]).nodes[0]
             return self.link(node, Text(nxt["text"]) if type(nxt) is _TEXT else None)
-        raw = title.strip()
-        if not raw or raw.startswith("#"):  # same-page section link: text only
-            if sep is not None:
-                self.walk_tokens(toks, match, sep + 1, m, 1)
-            return 0
-        target, _frag, ns = self.site.normalize(raw)
-        forced = raw.startswith(":")
-        if ns == NS_CATEGORY and not forced:
-            self.categories.append(target.split(":", 1)[1])
-            return 0
-        if ns in (NS_FILE, NS_MEDIA) and not forced:
-            return 0
-        if not forced and ":" in raw and ns == 0 and _INTERLANG.match(raw):
-            return 0  # interlanguage link ([[de:Foo]]): not part of this wiki's graph
-        start = self.size
-        if sep is not None:
-            self.walk_tokens(toks, match, sep + 1, m, 1)
-        else:
-            self.emit(raw.lstrip(":").split("#", 1)[0].strip() or raw)
-        trail = 0
-        if type(nxt) is _TEXT:
-            mt = _TRAIL.match(nxt["text"])
-            if mt:  # [[bus]]es -> anchor "buses"
-                self.emit(mt.group(0))
-                trail = len(mt.group(0))
-        if ns in self.link_ns and target:
-            self.links.append((start, self.size, target, raw))
-        return trail
+        walk_text = None if sep is None else (lambda: self.walk_tokens(toks, match, sep + 1, m, 1))
+        return self._add_link(title.strip(), walk_text, nxt["text"] if type(nxt) is _TEXT else None)
 
     def _template_tokens(self, toks: list, match: list[int], i: int, depth: int) -> None:
         m = match[i]
@@ -468,13 +436,8 @@ class _Writer:
             self._fallback(toks, match, i, depth)  # a tag name with markup in it
             return
         tag = "".join(toks[k]["text"] for k in range(i + 1, j)).lower()
-        if tag in _DROP_TAGS or t.get("wiki_markup") == "{|":
+        if not self._open_tag(tag, t.get("wiki_markup")):
             return
-        if tag in _BREAK_TAGS:
-            self.emit("\n")
-            return
-        if tag in ("li", "dt", "dd"):
-            self.emit("\n")
         if j == m:  # self-closing: no contents
             return
         while c is not _TAG_CLOSE_OPEN:  # attributes: skip them
@@ -484,11 +447,30 @@ class _Writer:
             c = type(toks[j])
         self.walk_tokens(toks, match, j + 1, m, depth + 1, stop=_TAG_OPEN_CLOSE)
 
+    def _open_tag(self, tag: str, wiki_markup: str | None) -> bool:
+        """Emit what the tag itself renders (a line break); True if its contents are walked."""
+        if tag in _DROP_TAGS or wiki_markup == "{|":
+            return False
+        if tag in _BREAK_TAGS:
+            self.emit("\n")
+            return False
+        if tag in ("li", "dt", "dd"):
+            self.emit("\n")
+        return True
+
     def link(self, node: Wikilink, nxt) -> int:
-        raw = str(node.title).strip()
+        walk_text = None if node.text is None else (lambda: self.walk(node.text.nodes, 1))
+        return self._add_link(str(node.title).strip(), walk_text, str(nxt.value) if isinstance(nxt, Text) else None)
+
+    def _add_link(self, raw: str, walk_text, next_text: str | None) -> int:
+        """Both walks: emit a link's anchor (its text, or the title) and record it; return the trail length.
+
+        ``walk_text`` writes the link's own text (None: ``[[Title]]`` shows the title); ``next_text``
+        is the text right after the link, whose leading letters extend the anchor (``[[bus]]es``).
+        """
         if not raw or raw.startswith("#"):  # same-page section link: text only
-            if node.text is not None:
-                self.walk(node.text.nodes, 1)
+            if walk_text is not None:
+                walk_text()
             return 0
         target, _frag, ns = self.site.normalize(raw)
         forced = raw.startswith(":")
@@ -500,17 +482,16 @@ class _Writer:
         if not forced and ":" in raw and ns == 0 and _INTERLANG.match(raw):
             return 0  # interlanguage link ([[de:Foo]]): not part of this wiki's graph
         start = self.size
-        if node.text is not None:
-            self.walk(node.text.nodes, 1)
+        if walk_text is not None:
+            walk_text()
         else:
-            shown = raw.lstrip(":").split("#", 1)[0].strip() or raw
-            self.emit(shown)
+            self.emit(raw.lstrip(":").split("#", 1)[0].strip() or raw)
         trail = 0
-        if isinstance(nxt, Text):
-            m = _TRAIL.match(str(nxt.value))
-            if m:  # [[bus]]es -> anchor "buses"
-                self.emit(m.group(0))
-                trail = len(m.group(0))
+        if next_text is not None:
+            mt = _TRAIL.match(next_text)
+            if mt:  # [[bus]]es -> anchor "buses"
+                self.emit(mt.group(0))
+                trail = len(mt.group(0))
         if ns in self.link_ns and target:
             self.links.append((start, self.size, target, raw))
         return trail
