@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_ships_viewer_templates_card_template_and_title_list(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT),
-         "-w", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+         "-w", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheel = next(tmp_path.glob("hopforge-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -28,10 +28,24 @@ def test_wheel_ships_viewer_templates_card_template_and_title_list(tmp_path):
 
 
 def test_card_template_dir_falls_back_to_the_installed_share_dir(monkeypatch, tmp_path):
-    import hopforge.storage.card as card
+    from hopforge.storage import card
 
     assert (card.TEMPLATE_DIR / card.TEMPLATE_NAME).exists()  # from the source tree here
     fake_module = tmp_path / "site-packages" / "hopforge" / "storage" / "card.py"
     monkeypatch.setattr(card, "__file__", str(fake_module))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
     assert card._template_dir() == tmp_path / "prefix" / "share" / "hopforge" / "data_cards"
+
+
+def test_card_template_dir_finds_a_user_install(monkeypatch, tmp_path):
+    import site
+
+    from hopforge.storage import card
+
+    user = tmp_path / "user"
+    (user / "share" / "hopforge" / "data_cards").mkdir(parents=True)
+    (user / "share" / "hopforge" / "data_cards" / card.TEMPLATE_NAME).write_text("card")
+    monkeypatch.setattr(card, "__file__", str(tmp_path / "lib" / "hopforge" / "storage" / "card.py"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    monkeypatch.setattr(site, "getuserbase", lambda: str(user))
+    assert card._template_dir() == user / "share" / "hopforge" / "data_cards"

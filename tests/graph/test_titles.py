@@ -37,3 +37,15 @@ def test_siteinfo_round_trips_through_dict():
     site = SiteInfo.from_xml(HEADER)
     again = SiteInfo.from_dict(site.to_dict())
     assert again.normalize("kategoreja:x") == site.normalize("kategoreja:x")
+
+
+def test_normalize_memo_follows_changes_to_the_case_rules():
+    import dataclasses
+
+    site = SiteInfo.from_xml(HEADER)
+    assert site.normalize("ipod")[0] == "Ipod"
+    other = dataclasses.replace(site, case="case-sensitive", ns_case={0: "case-sensitive"})
+    assert other.normalize("ipod")[0] == "ipod"  # a copy does not share the memo
+    assert site.normalize("ipod")[0] == "Ipod"
+    site.ns_case = {0: "case-sensitive"}  # changing a rule drops what was cached under the old one
+    assert site.normalize("ipod")[0] == "ipod"

@@ -169,3 +169,15 @@ def test_manifest_lines_are_json_with_provenance(tmp_path):
     assert line["run"] == "r9" and line["config_hash"] == "abc" and line["rows"] == 2
     assert len(line["sha256"]) == 64 and line["schema_version"] == 1 and line["hopforge_version"]
     assert Path(tmp_path / "rejects" / line["path"]).stat().st_size == line["bytes"]
+
+
+def test_read_table_projects_columns_and_counts_rows_with_no_columns(tmp_path):
+    write_shard(tmp_path, "rejects", pa.Table.from_pylist(_rejects(7), schema=schema_for("rejects")), run_id="r1")
+    write_shard(tmp_path, "rejects", pa.Table.from_pylist(_rejects(5, "y"), schema=schema_for("rejects")),
+                run_id="r2")
+    assert read_table(tmp_path, "rejects", columns=["row_id"]).column_names == ["row_id"]
+    none = read_table(tmp_path, "rejects", columns=[])
+    assert none.num_columns == 0 and none.num_rows == 12
+    assert read_table(tmp_path, "rejects", run="r2").num_rows == 5
+    with pytest.raises(StorageError, match="no column"):
+        read_table(tmp_path, "rejects", columns=["nope"])

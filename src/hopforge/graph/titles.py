@@ -41,7 +41,12 @@ class SiteInfo:
     ns_case: dict[int, str] = field(default_factory=dict)
     _lookup: dict[str, int] = field(default_factory=dict, repr=False)
     # normalize() results: link targets repeat a lot within and across pages of a batch.
-    _memo: dict[str, tuple[str, str, int]] = field(default_factory=dict, repr=False, compare=False)
+    _memo: dict[str, tuple[str, str, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if not name.startswith("_") and "_memo" in self.__dict__:
+            self._memo.clear()  # case or namespaces changed: cached normalisations are stale
 
     def __post_init__(self) -> None:
         self._build_lookup()
@@ -116,7 +121,7 @@ class SiteInfo:
         hit = self._memo.get(raw)
         if hit is not None:
             return hit
-        if len(self._memo) >= 262_144:  # bounded: a dump has millions of distinct targets
+        if len(self._memo) >= 65_536:  # bounded (~20 MB): a dump has millions of distinct targets
             self._memo.clear()
         result = self._memo[raw] = self._normalize(raw)
         return result

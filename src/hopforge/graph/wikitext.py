@@ -607,8 +607,8 @@ def extract(title: str, wikitext: str, site: SiteInfo, link_ns: set[int], *, tre
     # A page is ~10k short-lived token objects and no reference cycles: with the cyclic GC on,
     # collections triggered by those allocations re-scan every row the batch has accumulated so far
     # (measured: tokenizing took 2x as long). Everything here is freed by reference counting.
-    gc.disable()
     try:
+        gc.disable()  # inside the try: a SIGALRM timeout right after it still re-enables the GC
         return _extract(title, wikitext, site, link_ns, tree)
     finally:
         if gc_was_on:

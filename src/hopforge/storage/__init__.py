@@ -31,6 +31,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _CATALOG)
+
+
 __all__ = [
     "SCHEMAS",
     "ShardWriter",

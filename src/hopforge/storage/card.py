@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import logging
 import re
+import site
 import sys
+import sysconfig
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import orjson
-from markupsafe import Markup
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from hopforge import __version__
 from hopforge.config import Config
@@ -37,11 +39,20 @@ TEMPLATE_NAME = "dataset_card.md.j2"
 
 
 def _template_dir() -> Path:
-    """data_cards/ of the source tree (editable install, tests), else where a wheel installed it."""
+    """data_cards/ of the source tree (editable install, tests), else where a wheel installed it.
+
+    A wheel puts its data files under the install scheme's data root: ``sys.prefix`` for a venv
+    or system install, the user base for ``pip install --user``.
+    """
     source = Path(__file__).resolve().parents[3] / "data_cards"
     if (source / TEMPLATE_NAME).exists():
         return source
-    return Path(sys.prefix) / "share" / "hopforge" / "data_cards"
+    roots = [sys.prefix, sysconfig.get_path("data"), site.getuserbase()]
+    for root in roots:
+        candidate = Path(root) / "share" / "hopforge" / "data_cards"
+        if (candidate / TEMPLATE_NAME).exists():
+            return candidate
+    return Path(sys.prefix) / "share" / "hopforge" / "data_cards"  # named in the not-found error
 
 
 TEMPLATE_DIR = _template_dir()

@@ -254,9 +254,9 @@ def _parquet_format() -> Any:  # pyarrow.dataset is imported lazily: it pulls in
 def _read_shard(path: Path, schema: pa.Schema, columns: list[str] | None) -> pa.Table:
     """One shard as ``schema`` (projected to ``columns``): columns an older schema version lacks read as nulls."""
     pf = pq.ParquetFile(path, page_checksum_verification=True)
-    names = columns or schema.names
+    names = schema.names if columns is None else columns
     have = set(pf.schema_arrow.names)
-    data = pf.read(columns=[c for c in names if c in have], use_threads=False)
+    data = pf.read(columns=[c for c in names if c in have])
     fields = [schema.field(c) for c in names]
     arrays = [data.column(f.name).cast(f.type) if f.name in have else pa.nulls(data.num_rows, f.type)
               for f in fields]
@@ -288,6 +288,9 @@ def read_table(
         if missing:
             raise StorageError(f"table {table!r} has no column(s) {missing}; it has {schema.names}")
     try:
+        if columns == []:  # the row count only (a table with no columns keeps its length; concat would not)
+            rows = sum(pq.ParquetFile(p, page_checksum_verification=True).metadata.num_rows for p in paths)
+            return pa.table({"_": pa.nulls(rows)}).select([])  # (replacing its metadata would reset the length)
         return pa.concat_tables([_read_shard(p, schema, columns) for p in paths])
     except (pa.ArrowException, OSError, ValueError) as e:  # a flipped footer byte can fail as UnicodeDecodeError
         raise _unreadable(out, table, e) from None
