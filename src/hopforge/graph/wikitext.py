@@ -62,7 +62,7 @@ _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9Ā�
 # Runs of spaces, tabs and no-break spaces collapse to one space (_collapse_ws does the same with
 # str.replace, which is several times faster on long text; _WS is for short names and keys).
 _WS = re.compile(r"[\t\u00a0][ \t\u00a0]*| [ \t\u00a0]+")
-_SPACES = re.compile("  +")  # a two-space literal prefix: found by fast search, not tried per character
+_MULTI_SPACE = re.compile("  +")  # a two-space literal prefix: found by fast search, not tried per character
 _PARA = re.compile(r"\n\s*\n+")
 _PARA_BREAK = re.compile(r"\n\s*\n")
 _LIST_TITLE = re.compile(r"^(List|Lists|Index|Outline|Timeline) of ", re.I)
@@ -80,7 +80,12 @@ _DATE_TEMPLATES = ("birth date", "death date", "start date", "end date", "birth-
 
 def _template_date(t: Template) -> str:
     """{{birth date and age|1879|3|14}} -> "1879-03-14" (the first year|month|day positional args)."""
-    nums = [str(p.value).strip() for p in t.params if not p.showkey][:3]
+    return _date_text([str(p.value) for p in t.params if not p.showkey][:3])
+
+
+def _date_text(values: list[str]) -> str:
+    """A date template's first positional values -> ISO date if they are year, month, day; else joined."""
+    nums = [v.strip() for v in values]
     if len(nums) == 3 and all(n.isdigit() for n in nums):
         return f"{int(nums[0]):04d}-{int(nums[1]):02d}-{int(nums[2]):02d}"
     return " ".join(n for n in nums if n)
@@ -170,7 +175,7 @@ class _TokRange:
 
     def source(self) -> str | None:
         """The wikitext of the range if it is plain text (else None: the caller falls back to the tree)."""
-        return _plain_text(self.toks, self.start, self.end) if self.end > self.start else ""
+        return _plain_text(self.toks, self.start, self.end)
 
 
 @dataclass(slots=True)
@@ -243,7 +248,12 @@ class ParsedPage:
 
 
 def _template_name(t: Template) -> str:
-    return _WS.sub(" ", str(t.name).replace("_", " ")).strip().lower()
+    return _name_key(str(t.name))
+
+
+def _name_key(name: str) -> str:
+    """A template name as compared: underscores and runs of spaces -> one space, trimmed, lower case."""
+    return _WS.sub(" ", name.replace("_", " ")).strip().lower()
 
 
 class _Writer:
@@ -394,7 +404,7 @@ class _Writer:
         if raw_name is None:  # {{ {{foo}} }}: a computed name
             self._fallback(toks, match, i, depth)
             return
-        name = _WS.sub(" ", raw_name.replace("_", " ")).strip().lower()
+        name = _name_key(raw_name)
         recorded = depth == 0 and (name == "short description" or name.startswith("infobox")
                                    or name.endswith((" infobox", " disambiguation")) or name in _DISAMBIG_TEMPLATES)
         argn = _INLINE_TEMPLATES.get(name)
@@ -414,11 +424,7 @@ class _Writer:
             if any(n is None for n in nums):
                 self._fallback(toks, match, i, depth)
                 return
-            nums = [n.strip() for n in nums]
-            if len(nums) == 3 and all(n.isdigit() for n in nums):
-                self.emit(f"{int(nums[0]):04d}-{int(nums[1]):02d}-{int(nums[2]):02d}")
-            else:
-                self.emit(" ".join(n for n in nums if n))
+            self.emit(_date_text(nums))
         elif self.expand_templates:
             for k, prm in enumerate(p for p in tpl.params if not p.showkey):
                 if k:
@@ -503,7 +509,7 @@ def _collapse_ws(s: str) -> str:
         s = s.replace("\t", " ")
     if "\u00a0" in s:
         s = s.replace("\u00a0", " ")
-    return _SPACES.sub(" ", s) if "  " in s else s
+    return _MULTI_SPACE.sub(" ", s) if "  " in s else s
 
 
 def _sentence_spans(text: str) -> tuple[list[int], list[int]]:
