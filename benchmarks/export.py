@@ -21,8 +21,8 @@ import pyarrow as pa
 
 from hopforge.config import load_config
 from hopforge.storage import schema_for, write_shard
-from hopforge.storage.card import render_card
-from hopforge.storage.export import export_dataset
+from hopforge.publish.card import render_card
+from hopforge.publish.export import export_dataset
 
 OBS = ("Search results for the query:\n\n" + "[1] Some page (passage 3): a sentence about a place and a person. " * 20)
 

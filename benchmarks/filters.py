@@ -31,9 +31,9 @@ from hopforge.filters.correctness import AnswerFilter  # noqa: E402
 from hopforge.filters.dedup import DuplicateTrajectoryFilter, near_duplicate_questions  # noqa: E402
 from hopforge.filters.degeneration import DegenerationFilter  # noqa: E402
 from hopforge.filters.effort import EffortFilter  # noqa: E402
-from hopforge.filters.episode import Episode  # noqa: E402
+from hopforge.storage.episodes import Episode  # noqa: E402
 from hopforge.filters.format import FormatFilter  # noqa: E402
-from hopforge.filters.labels import apply_rules_policy, rule_labels  # noqa: E402
+from hopforge.labels.rules import apply_rules_policy, rule_labels  # noqa: E402
 from hopforge.filters.run import run_filters, run_labels  # noqa: E402
 from hopforge.filters.steps import FilterPipeline  # noqa: E402
 from hopforge.storage import ShardWriter  # noqa: E402

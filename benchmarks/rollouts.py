@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from hopforge.config import load_config
-from hopforge.synth.environment import Environment
-from hopforge.synth.launcher import ManagedServer, scripted_command
-from hopforge.synth.rollout import RolloutEngine, RolloutStats, TrajectorySink
-from hopforge.synth.teacher import make_teacher
-from tests.synth.rollout_fixtures import write_wiki
+from hopforge.rollouts.environment import Environment
+from hopforge.llm.servers import ManagedServer, scripted_command
+from hopforge.rollouts.engine import RolloutEngine, RolloutStats, TrajectorySink
+from hopforge.llm.client import make_teacher
+from tests.rollouts.rollout_fixtures import write_wiki
 
 
 def free_port() -> int:

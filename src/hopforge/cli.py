@@ -331,7 +331,7 @@ def generate(
     """Roll out teacher trajectories over the questions table (resumes: written trajectories are skipped)."""
     from rich.live import Live
 
-    from hopforge.synth.rollout import run_rollouts
+    from hopforge.rollouts.engine import run_rollouts
 
     if teacher is not None and teacher not in {"cpu", "openai", "vllm", "scripted"}:
         raise typer.BadParameter(f"unknown teacher {teacher!r}", param_hint="--teacher")
@@ -400,7 +400,7 @@ def label_cmd(
     judge_window: Annotated[int | None, typer.Option(help="Assistant turns per judge request.")] = None,
 ) -> None:
     """Write turn labels and loss weights for kept trajectories (rule labels; judge labels with --judge)."""
-    from hopforge.filters import run_labels
+    from hopforge.labels.stage import run_labels
 
     cfg = settings(config, out, seed, run_id, **{"filters.label_judge": judge, "filters.judge_window": judge_window})
     stats = run_labels(cfg)
@@ -437,9 +437,9 @@ def export(
                                                     "; token from HF_TOKEN (default: export.push_to_hub).")] = None,
 ) -> None:
     """Export kept trajectories as training data (Parquet splits by question + manifest, optional card and push)."""
-    from hopforge.storage.card import render_card
-    from hopforge.storage.export import export_dataset
-    from hopforge.storage.export import push_to_hub as push
+    from hopforge.publish.card import render_card
+    from hopforge.publish.export import export_dataset
+    from hopforge.publish.export import push_to_hub as push
 
     cfg = settings(config, out, **{"export.format": fmt, "export.window_turns": window_turns,
                                    "export.reasoning": reasoning, "export.push_to_hub": push_to_hub})
@@ -461,7 +461,7 @@ def card_cmd(
     out: OutOpt = None,
 ) -> None:
     """Render the Hugging Face dataset card (README.md + plots) of an export from the data tables."""
-    from hopforge.storage.card import render_card
+    from hopforge.publish.card import render_card
 
     cfg = settings(config, out)
     console.print(f"dataset card: {render_card(cfg, dest)}")
@@ -542,7 +542,7 @@ def run(
     Re-running the same command after a crash or failure runs only the missing tasks.
     Exits 1 if any task failed; the summary names each failed task and why.
     """
-    from hopforge.flows.environment import apply_prefect_defaults
+    from hopforge.flows.prefect_env import apply_prefect_defaults
 
     apply_prefect_defaults()
     overrides = _flow_overrides(out, seed, run_id, task_runner)
@@ -577,7 +577,7 @@ def serve(
 
     Needs PREFECT_API_URL pointing at `prefect server start` (see docs/flows.md). Ctrl-C pauses the schedule.
     """
-    from hopforge.flows.environment import apply_prefect_defaults
+    from hopforge.flows.prefect_env import apply_prefect_defaults
 
     apply_prefect_defaults()
     overrides = {**_flow_overrides(out, seed, run_id, task_runner), **({"flows.cron": cron} if cron else {})}

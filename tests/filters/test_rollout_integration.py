@@ -8,14 +8,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hopforge.filters import iter_episodes, run_filters, run_labels
-from hopforge.filters.judge import TurnJudge
+from hopforge.filters import run_filters
+from hopforge.labels.stage import run_labels
+from hopforge.storage.episodes import iter_episodes
+from hopforge.labels.judge import TurnJudge
 from hopforge.storage import ShardWriter, query_arrow, read_table
-from hopforge.synth.rollout import run_rollouts
-from hopforge.synth.scripted import Reply
-from hopforge.synth.teacher import make_teacher
+from hopforge.rollouts.engine import run_rollouts
+from hopforge.testing.scripted import Reply
+from hopforge.llm.client import make_teacher
 from tests.filters.trajectory_builders import make_episode
-from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
+from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
 
 
 def rows(out: Path, sql: str) -> list[dict]:

@@ -8,7 +8,8 @@ from tests.filters.trajectory_builders import GOOD_ACTIONS, FakeTeacher, make_ep
 
 from hopforge.config import load_config
 from hopforge.errors import ConfigError, TeacherError
-from hopforge.filters import run_filters, run_labels
+from hopforge.filters import run_filters
+from hopforge.labels.stage import run_labels
 from hopforge.storage import query_arrow, read_table
 
 LOOP = ("search", "Zorblax", "nothing")
@@ -136,7 +137,7 @@ def test_crash_mid_run_loses_no_decision_and_resume_completes(out, monkeypatch):
 
 def test_llm_judge_without_teacher_module_is_a_config_error(out, monkeypatch):
     dataset(out)
-    monkeypatch.setitem(sys.modules, "hopforge.synth.teacher", None)  # a build without the rollout stage
+    monkeypatch.setitem(sys.modules, "hopforge.llm.client", None)  # a build without the rollout stage
     with pytest.raises(ConfigError, match="filters.llm_judge needs the teacher client"):
         run_filters(cfg_for(out, **{"filters.llm_judge": True}))
     assert read_table(out, "kept").num_rows == 0  # failed before writing anything

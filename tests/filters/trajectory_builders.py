@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hopforge.filters.episode import Episode
+from hopforge.storage.episodes import Episode
 from hopforge.storage import ShardWriter
 
 QUESTION = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hopforge.flows.environment import apply_prefect_defaults
+from hopforge.flows.prefect_env import apply_prefect_defaults
 
 apply_prefect_defaults()
 

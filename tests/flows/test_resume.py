@@ -33,7 +33,7 @@ def interrupted_ids(out: Path) -> set[str]:
     The rollout stage closes these on resume as status "error" (rollout.INTERRUPTED) rather than
     writing their turns twice: the documented loss of a kill -9 (trajectories in flight).
     """
-    from hopforge.synth.rollout import INTERRUPTED
+    from hopforge.rollouts.engine import INTERRUPTED
 
     rows = read_table(out, "trajectories", columns=["trajectory_id", "status", "error"]).to_pylist()
     found = {r["trajectory_id"] for r in rows if r["error"] == INTERRUPTED}

@@ -6,7 +6,7 @@ import pytest
 
 from hopforge.errors import DumpError
 from hopforge.graph.dump import DumpBreak, iter_pages, open_blocks, page_head
-from hopforge.graph.titles import SiteInfo
+from hopforge.text.titles import SiteInfo
 
 from .conftest import page_xml, wiki_file, write_dump
 

@@ -1,4 +1,4 @@
-from hopforge.graph.titles import SiteInfo
+from hopforge.text.titles import SiteInfo
 from hopforge.graph.wikitext import extract
 
 SITE = SiteInfo(namespaces={0: "", 6: "File", 14: "Category", 10: "Template"})

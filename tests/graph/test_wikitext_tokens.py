@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hopforge.graph.dump import iter_pages, open_blocks
-from hopforge.graph.titles import SiteInfo
+from hopforge.text.titles import SiteInfo
 from hopforge.graph.wikitext import extract
 from tests.graph.conftest import wiki_file
 
@@ -115,6 +115,6 @@ def test_collapse_ws_equals_the_plain_regex(s):
 
 @given(st.text(alphabet=_WS_ALPHABET, max_size=16))
 def test_title_space_runs_equal_the_plain_regex(s):
-    from hopforge.graph.titles import _SPACE_RUNS, _SPACES
+    from hopforge.text.titles import _SPACE_RUNS, _SPACES
 
     assert _SPACE_RUNS.sub(" ", s) == _SPACES.sub(" ", s)

@@ -27,9 +27,9 @@ import pytest
 
 from hopforge.filters import run_filters
 from hopforge.storage import query_arrow, read_table, verify
-from hopforge.synth.rollout import run_rollouts
-from hopforge.synth.scripted import FAULT_KINDS, FaultPlan, OraclePolicy, ScriptedServer
-from tests.synth.rollout_fixtures import QUESTIONS, rollout_cfg, write_wiki
+from hopforge.rollouts.engine import run_rollouts
+from hopforge.testing.scripted import FAULT_KINDS, FaultPlan, OraclePolicy, ScriptedServer
+from tests.rollouts.rollout_fixtures import QUESTIONS, rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TRANSIENT = {"http_500", "timeout", "truncated_json", "drop"}
@@ -107,7 +107,7 @@ def _free_port() -> int:
 
 def _start_server(port: int, out: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    proc = subprocess.Popen([sys.executable, "-m", "hopforge.synth.scripted", "--port", str(port), "--policy",
+    proc = subprocess.Popen([sys.executable, "-m", "hopforge.testing.scripted", "--port", str(port), "--policy",
                              "oracle", "--out", str(out), "--latency-ms", "15"], env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

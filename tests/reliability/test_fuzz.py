@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from hopforge.errors import ModelOutputError
 from hopforge.filters.correctness import parse_answer_verdict
-from hopforge.filters.judge import LABELS, parse_judge_output
-from hopforge.graph.titles import SiteInfo
+from hopforge.labels.judge import LABELS, parse_judge_output
+from hopforge.text.titles import SiteInfo
 from hopforge.graph.wikitext import extract
-from hopforge.synth.protocol import ChatProtocol, TextProtocol
+from hopforge.rollouts.protocol import ChatProtocol, TextProtocol
 from tests.reliability.conftest import time_limit
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow],
@@ -219,8 +219,8 @@ def test_turn_judge_parser_raises_only_model_output_error(text: str, turns: list
 
 @pytest.fixture(scope="module")
 def environment(tmp_path_factory: pytest.TempPathFactory):
-    from hopforge.synth.environment import Environment
-    from tests.synth.rollout_fixtures import write_wiki
+    from hopforge.rollouts.environment import Environment
+    from tests.rollouts.rollout_fixtures import write_wiki
 
     out = tmp_path_factory.mktemp("fuzzenv") / "out"
     write_wiki(out)

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 
 from hopforge.storage import read_table
-from hopforge.synth.environment import Environment
-from hopforge.synth.rollout import RolloutEngine, RolloutStats, TrajectorySink
-from hopforge.synth.teacher import make_teacher
+from hopforge.rollouts.environment import Environment
+from hopforge.rollouts.engine import RolloutEngine, RolloutStats, TrajectorySink
+from hopforge.llm.client import make_teacher
 from tests.reliability.conftest import peak_rss_bytes, rss_bytes
-from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
+from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 IN_FLIGHT = 1024
@@ -44,7 +44,7 @@ def test_1024_in_flight_memory_stays_flat(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "hopforge.synth.scripted", "--port", str(port), "--policy",
+    server = subprocess.Popen([sys.executable, "-m", "hopforge.testing.scripted", "--port", str(port), "--policy",
                                "loop", "--loop-turns", "4", "--latency-ms", "300"],
                               env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from hopforge.storage import read_table, verify
-from hopforge.synth.scripted import FAULT_KINDS, FaultPlan, load_oracle
+from hopforge.testing.scripted import FAULT_KINDS, FaultPlan, load_oracle
 from tests.reliability.test_security import CONFIG_KEY, ENV_KEY, RecordingServer
 
 SRC = Path(__file__).resolve().parents[2] / "src"

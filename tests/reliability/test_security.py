@@ -34,12 +34,13 @@ from aiohttp import web
 
 from hopforge.cli import main as cli_main
 from hopforge.config import load_config
-from hopforge.filters import run_filters, run_labels
+from hopforge.filters import run_filters
+from hopforge.labels.stage import run_labels
 from hopforge.storage import ShardWriter, query_arrow, read_table, schema_for, write_shard
-from hopforge.storage.card import render_card
-from hopforge.storage.export import export_dataset
-from hopforge.synth.rollout import run_rollouts
-from hopforge.synth.scripted import OraclePolicy, ScriptedServer
+from hopforge.publish.card import render_card
+from hopforge.publish.export import export_dataset
+from hopforge.rollouts.engine import run_rollouts
+from hopforge.testing.scripted import OraclePolicy, ScriptedServer
 
 # ---------------------------------------------------------------- hopforge sql (CLI entry point)
 

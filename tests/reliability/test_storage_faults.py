@@ -23,10 +23,10 @@ import pytest
 
 from hopforge.errors import StorageError
 from hopforge.storage import ShardWriter, read_table, verify
-from hopforge.synth.rollout import run_rollouts
-from hopforge.synth.scripted import OraclePolicy, ScriptedServer
+from hopforge.rollouts.engine import run_rollouts
+from hopforge.testing.scripted import OraclePolicy, ScriptedServer
 from tests.reliability.test_faults import assert_each_question_once, many_questions
-from tests.synth.rollout_fixtures import rollout_cfg, write_wiki
+from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.storage.export_rows import build_run
+from tests.publish.export_rows import build_run
 
 from hopforge.config import load_config
 

@@ -146,39 +146,3 @@ def path_of(view, titles: list[str]) -> tuple[list[int], list[int], str]:
         assert j < len(row) and row[j] == v, f"no link {view.titles[u]!r} -> {view.titles[v]!r}"
         edges.append(int(view.indptr[u]) + j)
     return nodes, edges, "uniform"
-
-
-@pytest.fixture(scope="session")
-def enwiki233_graph(request) -> Path:
-    """enwiki-233 ingested by the graph stage, cached across sessions in .pytest_cache.
-
-    The cache key is the dump's bytes plus the graph stage's source, so a change
-    to the graph code re-ingests. Tests copy this directory before writing to it.
-    """
-    import hashlib
-
-    dump = Path(__file__).resolve().parents[2] / ".." / "shared" / "wiki" / "enwiki-233.xml.bz2"
-    if not dump.exists():
-        pytest.skip(f"{dump} not found: the shared Wikipedia fixtures live in ../shared/wiki beside the repo")
-    graph_mod = pytest.importorskip("hopforge.graph", reason="the graph stage (branch graph) is not merged")
-    h = hashlib.sha256(dump.read_bytes())
-    for src in sorted(Path(graph_mod.__file__).parent.glob("*.py")):
-        h.update(src.read_bytes())
-    out = Path(request.config.cache.mkdir(f"hopforge-enwiki233-{h.hexdigest()[:12]}")) / "data"
-    from hopforge.storage.arrays import latest_run
-
-    if latest_run(out, "graph") is None:
-        cfg = load_config(None, {"run.out": str(out), "graph.dump": str(dump), "graph.workers": 1})
-        graph_mod.run_ingest(cfg)
-    return out
-
-
-# ---- rollout fixtures (invented wiki for the environment, teacher and engine tests)
-from tests.synth.rollout_fixtures import write_wiki  # noqa: E402
-
-
-@pytest.fixture
-def wiki(tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    write_wiki(out)
-    return out

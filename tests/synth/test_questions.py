@@ -145,7 +145,7 @@ def test_llm_composer_without_teacher_is_a_config_error(toy_out, monkeypatch):
     from hopforge.errors import ConfigError
     from hopforge.synth.questions import make_composer
 
-    monkeypatch.setitem(sys.modules, "hopforge.synth.teacher", None)  # import fails like a missing module
+    monkeypatch.setitem(sys.modules, "hopforge.llm.client", None)  # import fails like a missing module
     cfg = load_config(None, {"run.out": str(toy_out), "synth.composer": "llm"})
     with pytest.raises(ConfigError, match="synth.composer = 'llm'"):
         make_composer(cfg)

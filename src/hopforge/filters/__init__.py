@@ -1,19 +1,7 @@
-"""Filters, turn-level labels, dedup, decontamination and difficulty calibration."""
+"""filters: trajectory-level filters (format, effort, degeneration, correctness, duplicates) and the
+question-level ones (near-duplicate questions, decontamination, difficulty)."""
 
-from hopforge.filters.answers import match_answer, normalize_answer, token_f1
-from hopforge.filters.episode import Episode, iter_episodes
-from hopforge.filters.run import run_filters, run_labels
+from hopforge.filters.run import run_filters
 from hopforge.filters.steps import Decision, Filter, FilterPipeline
 
-__all__ = [
-    "Decision",
-    "Episode",
-    "Filter",
-    "FilterPipeline",
-    "iter_episodes",
-    "match_answer",
-    "normalize_answer",
-    "run_filters",
-    "run_labels",
-    "token_f1",
-]
+__all__ = ["Decision", "Filter", "FilterPipeline", "run_filters"]

@@ -1,7 +1,7 @@
 """Answer-correctness filter: normalised exact match, token F1, and an optional LLM judge.
 
 The rule check compares the final answer with the question's answer and ALL its
-aliases (:mod:`hopforge.filters.answers`). When ``judge`` is given, every
+aliases (:mod:`hopforge.text.answers`). When ``judge`` is given, every
 non-empty answer the rules reject (a near miss: "JFK" for "John F. Kennedy" has
 F1 0 but is right) is sent to the teacher once; its verdict and one-line
 rationale go into the ``kept`` row or the reject's detail. A judge reply that
@@ -20,16 +20,10 @@ from typing import Any, Protocol
 import orjson
 
 from hopforge.errors import ModelOutputError, TeacherError
-from hopforge.filters.answers import match_answer
-from hopforge.filters.episode import Episode
+from hopforge.text.answers import match_answer
+from hopforge.storage.episodes import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
-
-
-class TextClient(Protocol):
-    """The teacher client contract (``hopforge.synth.teacher``) the judges need."""
-
-    async def complete_text(self, messages: list[dict[str, str]], *, max_tokens: int, temperature: float,
-                            stop: list[str] | None = None) -> str: ...
+from hopforge.llm.client import TextClient
 
 
 @dataclass(frozen=True)

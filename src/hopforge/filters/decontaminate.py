@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hopforge.errors import ConfigError
-from hopforge.filters.answers import answer_tokens
+from hopforge.text.answers import answer_tokens
 
 
 def ngrams(text: str, n: int) -> set[str]:

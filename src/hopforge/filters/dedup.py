@@ -15,8 +15,8 @@ from typing import Any
 from datasketch import MinHash, MinHashLSH
 
 from hopforge.errors import ConfigError
-from hopforge.filters.answers import answer_tokens
-from hopforge.filters.episode import Episode
+from hopforge.text.answers import answer_tokens
+from hopforge.storage.episodes import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
 from hopforge.storage import content_id
 

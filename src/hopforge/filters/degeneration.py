@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hopforge.filters.episode import Episode
+from hopforge.storage.episodes import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
 
 

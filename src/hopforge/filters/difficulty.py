@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from hopforge.errors import TeacherError
-from hopforge.filters.answers import match_answer
-from hopforge.filters.correctness import TextClient
+from hopforge.text.answers import match_answer
+from hopforge.llm.client import TextClient
 
 Solver = Callable[[dict[str, Any], int], Awaitable[str]]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hopforge.filters.episode import Episode
+from hopforge.storage.episodes import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
 
 

@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from hopforge.filters.episode import TOOLS, Call, Episode
+from hopforge.storage.episodes import TOOLS, Episode
+from hopforge.storage.tools import MAX_K, validate_args
 from hopforge.filters.steps import KEEP, Decision, Filter
-
-
-def argument_problem(call: Call) -> str | None:
-    """Why the call's arguments are invalid for its tool, or None when they are valid."""
-    a: dict[str, Any] = call.args
-    if call.tool_name == "search":
-        if not str(a.get("query") or "").strip():
-            return "search without a query"
-        if "k" in a and not 1 <= int(a["k"]) <= 100:
-            return f"search k={a['k']} outside 1..100"
-        extra = set(a) - {"query", "k"}
-    elif call.tool_name == "visit":
-        if not str(a.get("title") or "").strip():
-            return "visit without a title"
-        if "page" in a and int(a["page"]) < 0:
-            return f"visit page={a['page']} < 0"
-        extra = set(a) - {"title", "page"}
-    elif call.tool_name == "answer":
-        if not str(a.get("text") or "").strip():
-            return "answer without text"
-        extra = set(a) - {"text"}
-    else:
-        return None
-    return f"{call.tool_name} with arguments of another tool: {sorted(extra)}" if extra else None
 
 
 class FormatFilter(Filter):
@@ -47,7 +22,7 @@ class FormatFilter(Filter):
                 return Decision(False, "unparseable_call", f"turn {c.turn_index}: {c.parse_error[:200]}")
             if c.tool_name not in TOOLS:
                 return Decision(False, "unknown_tool", f"turn {c.turn_index}: {c.tool_name!r}")
-            problem = argument_problem(c)
+            _typed, problem = validate_args(c.tool_name, c.args, max_k=MAX_K)
             if problem:
                 return Decision(False, "invalid_tool_args", f"turn {c.turn_index}: {problem}")
         answers = [c for c in calls if c.tool_name == "answer"]

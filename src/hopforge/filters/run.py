@@ -1,4 +1,4 @@
-"""Stage entry points: ``run_filters(cfg)`` (kept / rejects / difficulty + funnel) and ``run_labels(cfg)``.
+"""Stage entry point: ``run_filters(cfg)`` (kept / rejects / difficulty + funnel).
 
 Both are idempotent: a trajectory already decided (in ``kept`` or in ``rejects``
 with stage "filter", any run) is not filtered again, and a kept trajectory already
@@ -35,41 +35,18 @@ from hopforge.filters.difficulty import (
     trajectory_outcomes,
 )
 from hopforge.filters.effort import EffortFilter
-from hopforge.filters.episode import Episode, iter_episodes, load_questions
+from hopforge.storage.episodes import Episode, iter_episodes, load_questions
 from hopforge.filters.format import FormatFilter
-from hopforge.filters.judge import TurnJudge
-from hopforge.filters.labels import apply_rules_policy, rule_labels
 from hopforge.filters.steps import Filter, FilterPipeline, reject_row
+from hopforge.llm.client import open_teacher
 from hopforge.storage import ShardWriter, existing_ids, read_table
-
-
-@contextlib.asynccontextmanager
-async def _teacher(cfg: Config, given: TextClient | None, why: str) -> AsyncIterator[TextClient]:
-    """The injected client, or the configured teacher (``hopforge.synth.teacher.make_teacher``)."""
-    if given is not None:
-        yield given
-        return
-    try:
-        from hopforge.synth.teacher import make_teacher  # the rollout stage's client contract
-    except ImportError as e:
-        raise ConfigError(f"{why} needs the teacher client hopforge.synth.teacher.make_teacher, "
-                          f"which is not installed in this build ({e})") from None
-    async with make_teacher(cfg) as client:
-        yield client
+from hopforge.storage.reports import save_report
 
 
 def decided_trajectories(out: Path) -> set[str]:
     rejects = read_table(out, "rejects", columns=["stage", "row_id"])
     filtered = rejects.filter(pc.equal(rejects.column("stage"), "filter"))
     return existing_ids(out, "kept", "trajectory_id") | set(filtered.column("row_id").to_pylist())
-
-
-def _save_report(out: Path, kind: str, run_id: str, report: dict[str, Any]) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = out / "reports" / f"{kind}-{run_id}-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    return path
 
 
 def build_steps(cfg: Config, questions: dict[str, dict[str, Any]], *, kept_questions: set[str],
@@ -131,7 +108,7 @@ async def _run_filters(cfg: Config, judge: TextClient | None, solver: Solver | N
         client = None
         if f.llm_judge or (f.difficulty_k > 0 and solver is None):
             why = "filters.llm_judge" if f.llm_judge else "filters.difficulty_k > 0"
-            client = await stack.enter_async_context(_teacher(cfg, judge, why))
+            client = await stack.enter_async_context(open_teacher(cfg, judge, why))
         difficulty = None
         if f.difficulty_k > 0:
             report["difficulty"] = await _calibrate(cfg, questions, client, solver)
@@ -163,7 +140,7 @@ async def _run_filters(cfg: Config, judge: TextClient | None, solver: Solver | N
         "answer_judge_requests": next((s.judge_requests for s in steps if isinstance(s, AnswerFilter)), 0),
         "seconds": round(time.monotonic() - started, 3),
     })
-    report["report_path"] = str(_save_report(out, "filter", cfg.run_id, report))
+    report["report_path"] = str(save_report(out, "filter", cfg.run_id, report))
     return report
 
 
@@ -174,58 +151,3 @@ def run_filters(cfg: Config, *, judge: TextClient | None = None, solver: Solver 
     difficulty calibration) default to the configured teacher when the config asks for them.
     """
     return asyncio.run(_run_filters(cfg, judge, solver))
-
-
-async def _run_labels(cfg: Config, judge: TextClient | None, chunk: int) -> dict[str, Any]:
-    started = time.monotonic()
-    out, f = Path(cfg.run.out), cfg.filters
-    # Scoped to this run: the catalog's `turns` view reads only the latest labelling run, so a run
-    # with another config (another run id, e.g. judge on) must label every kept trajectory itself.
-    labelled = set(read_table(out, "turn_labels", run=cfg.run_id, columns=["trajectory_id"])
-                   .column("trajectory_id").to_pylist())
-    todo = existing_ids(out, "kept", "trajectory_id") - labelled
-    stats: dict[str, Any] = {"stage": "label", "run_id": cfg.run_id, "skipped_already_labelled": len(labelled),
-                             "trajectories": 0, "turns": 0, "assistant_turns": 0}
-    judge_labels: Counter[str] = Counter()
-    policies: Counter[str] = Counter()
-    weight_sum = 0.0
-    async with contextlib.AsyncExitStack() as stack:
-        turn_judge = None
-        if f.label_judge:
-            client = await stack.enter_async_context(_teacher(cfg, judge, "filters.label_judge"))
-            turn_judge = TurnJudge(client, window=f.judge_window, not_necessary_weight=f.not_necessary_weight)
-        with ShardWriter(out, "turn_labels", run_id=cfg.run_id, config_hash=cfg.config_hash(),
-                         rows_per_shard=200_000) as w:
-            episodes = iter_episodes(out, only=todo)
-            while batch := list(islice(episodes, chunk)):
-                if turn_judge is not None:
-                    labelled_rows = await turn_judge.label_many(batch)
-                else:
-                    labelled_rows = [apply_rules_policy(ep, rule_labels(ep)) for ep in batch]
-                for ep, rows in zip(batch, labelled_rows, strict=True):
-                    roles = {t["turn_index"]: t.get("role") for t in ep.turns}
-                    for r in rows:
-                        if roles[r["turn_index"]] == "assistant":
-                            stats["assistant_turns"] += 1
-                            judge_labels[r["judge_label"] or "none"] += 1
-                            policies[r["label_policy"]] += 1
-                            weight_sum += r["loss_weight"]
-                    stats["trajectories"] += 1
-                    stats["turns"] += len(rows)
-                    w.write_many(rows)
-    stats.update({
-        "judge_labels": dict(judge_labels),
-        "assistant_turn_policies": dict(policies),
-        "mean_assistant_loss_weight": round(weight_sum / stats["assistant_turns"], 4) if stats["assistant_turns"]
-        else None,
-        "judge_requests": turn_judge.requests if turn_judge else 0,
-        "judge_fallback_windows": turn_judge.fallback_windows if turn_judge else 0,
-        "seconds": round(time.monotonic() - started, 3),
-    })
-    stats["report_path"] = str(_save_report(out, "labels", cfg.run_id, stats))
-    return stats
-
-
-def run_labels(cfg: Config, *, judge: TextClient | None = None, chunk: int = 64) -> dict[str, Any]:
-    """Write ``turn_labels`` (rule labels, judge labels when ``filters.label_judge``, loss weights) for kept trajectories."""
-    return asyncio.run(_run_labels(cfg, judge, chunk))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, NamedTuple
 
-from hopforge.filters.episode import Episode
+from hopforge.storage.episodes import Episode
 
 
 class Decision(NamedTuple):

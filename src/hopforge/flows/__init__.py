@@ -2,10 +2,10 @@
 
 Only wiring lives here; every stage is a plain function in its own package.
 Importing this package applies hopforge's Prefect defaults (see
-:mod:`hopforge.flows.environment`) before Prefect itself is imported.
+:mod:`hopforge.flows.prefect_env`) before Prefect itself is imported.
 """
 
-from hopforge.flows.environment import apply_prefect_defaults
+from hopforge.flows.prefect_env import apply_prefect_defaults
 
 apply_prefect_defaults()
 

@@ -136,7 +136,7 @@ def compose_questions_flow(cfg: Config, refresh: bool = False) -> dict:
 @flow(name="generate_trajectories", validate_parameters=False)
 def generate_trajectories_flow(cfg: Config, refresh: bool = False) -> dict:
     """Let the teacher play the search agent, one task per batch of questions not yet done."""
-    from hopforge.synth import plan_rollouts
+    from hopforge.rollouts import plan_rollouts
 
     t0 = time.monotonic()
     batches = plan_rollouts(cfg)

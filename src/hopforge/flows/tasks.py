@@ -77,7 +77,7 @@ def compose_task(cfg: Config, batch: Any, upstream: str, label: str) -> dict:
 
 @task(name="roll_out_batch", task_run_name="roll_out[{label}]", **_COMMON)
 def roll_out_task(cfg: Config, batch: Any, upstream: str, label: str) -> dict:
-    from hopforge.synth import roll_out_batch
+    from hopforge.rollouts import roll_out_batch
 
     return roll_out_batch(cfg, batch)
 
@@ -91,14 +91,14 @@ def filters_task(cfg: Config, upstream: str, label: str = "filters") -> dict:
 
 @task(name="run_labels", task_run_name="labels", **_COMMON)
 def labels_task(cfg: Config, upstream: str, label: str = "labels") -> dict:
-    from hopforge.filters import run_labels
+    from hopforge.labels.stage import run_labels
 
     return run_labels(cfg)
 
 
 @task(name="export_dataset", task_run_name="export[{fmt}]", **_COMMON)
 def export_task(cfg: Config, fmt: str, dest: str, upstream: str, label: str = "export") -> dict:
-    from hopforge.storage.export import export_dataset
+    from hopforge.publish.export import export_dataset
 
     # publish owns OUT/export/<format>: a re-publish after new data replaces it.
     return export_dataset(cfg, fmt, Path(dest), overwrite=True)
@@ -106,6 +106,6 @@ def export_task(cfg: Config, fmt: str, dest: str, upstream: str, label: str = "e
 
 @task(name="render_card", task_run_name="card", **_COMMON)
 def card_task(cfg: Config, dest: str, upstream: str, label: str = "card") -> dict:
-    from hopforge.storage.card import render_card
+    from hopforge.publish.card import render_card
 
     return {"card": str(render_card(cfg, Path(dest)))}

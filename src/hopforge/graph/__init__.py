@@ -3,6 +3,6 @@
 from hopforge.graph.build import build_graph
 from hopforge.graph.ingest import IngestBatch, ingest_batch, plan_ingest, run_ingest
 from hopforge.graph.linkgraph import LinkGraph
-from hopforge.graph.titles import SiteInfo
+from hopforge.text.titles import SiteInfo
 
 __all__ = ["IngestBatch", "LinkGraph", "SiteInfo", "build_graph", "ingest_batch", "plan_ingest", "run_ingest"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hopforge.errors import DumpError
-from hopforge.graph.titles import SiteInfo
+from hopforge.text.titles import SiteInfo
 
 BLOCK = 1 << 20
 # Compressed bytes fed to the decompressor per call: small enough that a corrupt block is

@@ -53,7 +53,7 @@ from hopforge.graph.dump import (
     read_multistream_index,
 )
 from hopforge.graph.fetch import resolve_dump
-from hopforge.graph.titles import SiteInfo
+from hopforge.text.titles import SiteInfo
 from hopforge.storage import content_id, read_table, schema_for, write_shard
 from hopforge.storage.shards import table_dir
 

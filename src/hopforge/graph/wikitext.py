@@ -37,7 +37,7 @@ from mwparserfromhell.nodes import (
 from mwparserfromhell.parser import tokens as tk
 from mwparserfromhell.parser.builder import Builder
 
-from hopforge.graph.titles import NS_CATEGORY, NS_FILE, NS_MEDIA, SiteInfo
+from hopforge.text.titles import NS_CATEGORY, NS_FILE, NS_MEDIA, SiteInfo
 
 try:  # the C tokenizer ships in mwparserfromhell's wheels; the pure-Python one is a fallback
     from mwparserfromhell.parser._tokenizer import CTokenizer as _Tokenizer

@@ -140,9 +140,9 @@ def make_composer(cfg: Config) -> Composer:
     from hopforge.synth.compose_llm import LLMComposer
 
     try:
-        from hopforge.synth.teacher import make_teacher  # type: ignore[attr-defined]
+        from hopforge.llm.client import make_teacher  # type: ignore[attr-defined]
     except ImportError as e:
-        raise ConfigError("synth.composer = 'llm' needs the teacher client (hopforge.synth.teacher), "
+        raise ConfigError("synth.composer = 'llm' needs the teacher client (hopforge.llm.client), "
                           f"which is not available: {e}") from None
     return LLMComposer.from_factory(lambda: make_teacher(cfg), model=cfg.teacher.model,
                                     max_tokens=cfg.synth.llm_max_tokens, temperature=cfg.teacher.temperature,

@@ -1,0 +1,1 @@
+"""labels: turn-level labels (rules, or a teacher acting as judge) and the loss-weight policies."""

@@ -1,0 +1,1 @@
+"""publish: training exports (TRL, ShareGPT, OpenAI JSONL), conversation windows, the data card, hub push."""

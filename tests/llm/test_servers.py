@@ -1,0 +1,94 @@
+"""The managed server launcher: command lines (no GPU needed) and the health/restart/stop logic,
+exercised on a real stand-in process (the scripted server as a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hopforge.config import load_config
+from hopforge.errors import TeacherError
+from hopforge.llm.servers import ManagedServer, _healthy, llama_cpp_command, scripted_command, vllm_command
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_vllm_command_line_from_config() -> None:
+    cfg = load_config(None, {"teacher.backend": "vllm", "teacher.model": "Qwen/Qwen3-8B", "teacher.port": 8400,
+                             "teacher.gpu_memory_utilization": 0.85, "teacher.tensor_parallel_size": 2,
+                             "teacher.context_tokens": 32768, "teacher.extra_args": ["--max-num-seqs", "512"],
+                             "run.seed": 3})
+    assert vllm_command(cfg) == [
+        "vllm", "serve", "Qwen/Qwen3-8B", "--host", "127.0.0.1", "--port", "8400",
+        "--gpu-memory-utilization", "0.85", "--tensor-parallel-size", "2", "--max-model-len", "32768",
+        "--seed", "3", "--enable-auto-tool-choice", "--tool-call-parser", "hermes", "--max-num-seqs", "512"]
+
+
+def test_llama_cpp_command_line_from_config() -> None:
+    cfg = load_config(None, {"teacher.port": 8411, "teacher.threads": 2, "teacher.context_tokens": 4096})
+    cmd = llama_cpp_command(cfg, model_path="/models/g.gguf")
+    assert cmd[:3] == [sys.executable, "-m", "llama_cpp.server"]
+    assert cmd[3:] == ["--model", "/models/g.gguf", "--model_alias", "gemma-3-270m", "--host", "127.0.0.1",
+                       "--port", "8411", "--n_ctx", "4096", "--n_threads", "2"]
+
+
+def test_health_restart_and_stop_with_a_real_process(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/health"
+    server = ManagedServer(scripted_command(port, policy="loop"), url, startup_timeout_s=30, max_restarts=1,
+                           log_path=tmp_path / "server.log", poll_s=0.1)
+
+    async def go() -> tuple[int, int]:
+        async with server:
+            first = server.pid
+            assert first is not None and _healthy(url)
+            os.kill(first, signal.SIGKILL)  # the server dies under us
+            deadline = time.monotonic() + 30
+            while (server.pid == first or not _healthy(url)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert server.restarts == 1 and _healthy(url)
+            return first, server.pid  # type: ignore[return-value]
+
+    first, second = asyncio.run(go())
+    assert first != second
+    assert server.proc is None and not _healthy(url)  # stopped on exit
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+    assert "scripted server listening" in (tmp_path / "server.log").read_text()
+
+
+def test_gives_up_after_max_restarts() -> None:
+    port = free_port()
+    server = ManagedServer(scripted_command(port, policy="loop"), f"http://127.0.0.1:{port}/health",
+                           startup_timeout_s=30, max_restarts=0)
+    with server:
+        os.kill(server.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        server.proc.wait(5)  # type: ignore[union-attr]
+        with pytest.raises(TeacherError, match="died 1 times; giving up"):
+            server.check()
+
+
+def test_startup_failure_and_timeout_are_clear_errors() -> None:
+    port = free_port()
+    bad = ManagedServer([sys.executable, "-c", "import sys; sys.exit(3)"], f"http://127.0.0.1:{port}/health",
+                        startup_timeout_s=10)
+    with pytest.raises(TeacherError, match="exited with code 3 during startup"):
+        bad.start()
+    silent = ManagedServer([sys.executable, "-c", "import time; time.sleep(60)"], f"http://127.0.0.1:{port}/health",
+                           startup_timeout_s=1)
+    with pytest.raises(TeacherError, match="not healthy .* after 1s"):
+        silent.start()
+    assert silent.proc is None
+    with pytest.raises(TeacherError, match="cannot start teacher server"):
+        ManagedServer(["/nonexistent/vllm"], "http://127.0.0.1:1/health").start()
