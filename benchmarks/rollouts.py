@@ -29,7 +29,7 @@ import numpy as np
 from hopforge.config import load_config
 from hopforge.rollouts.environment import Environment
 from hopforge.llm.servers import ManagedServer, scripted_command
-from hopforge.rollouts.engine import RolloutEngine, RolloutStats, TrajectorySink
+from hopforge.rollouts.engine import RolloutEngine, LiveStats, TrajectorySink
 from hopforge.llm.client import make_teacher
 from tests.rollouts.rollout_fixtures import write_wiki
 
@@ -48,8 +48,8 @@ def engine_run(out: Path, url: str, env: Environment, *, in_flight: int, traject
                              "rollout.max_in_flight": in_flight, "rollout.max_turns": turns + 5,
                              "rollout.flush_every": 256})
 
-    async def go() -> tuple[RolloutStats, float, float]:
-        stats = RolloutStats()
+    async def go() -> tuple[LiveStats, float, float]:
+        stats = LiveStats()
         async with make_teacher(cfg) as teacher:
             engine = RolloutEngine(cfg, teacher, env, TrajectorySink(cfg) if write else None, stats)
             items = [(f"q{i}", f"Bench question {i}?", 0) for i in range(trajectories)]

@@ -8,6 +8,7 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -38,7 +39,35 @@ log = logging.getLogger("hopforge")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.", show_default=False)]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Data directory (default: run.out, 'data').")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default: run.seed, 0).")]
-RunOpt = Annotated[str | None, typer.Option("--run-id", help="Run id (default: derived from the config hash).")]
+RunOpt = Annotated[str | None, typer.Option("--run-id", help="A label folded into every stage's fingerprint "
+                                           "(default: run.run_id, none): an independent set of outputs.")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="If another process runs this stage on the same OUT, wait "
+                                       "for it instead of exiting with its name.")]
+
+
+def _selection(cfg: Config, config: Path | None) -> Any:
+    """What readers read: the chain of ``config`` (its complete stages) when one is given, else the
+    most recently completed chain under OUT."""
+    from hopforge.stage import STAGES, StageRun, current_selection, resolve, selection_for
+
+    if config is None:
+        return current_selection(cfg.run.out)
+    run: StageRun | None = None
+    for name in STAGES:
+        r = resolve(cfg, name)
+        if r.complete() is None:
+            break
+        run = r
+    return selection_for(run) if run is not None else current_selection(cfg.run.out)
+
+
+def _print_stats(stats: Any) -> None:
+    """A stage's typed stats as JSON on stdout (progress and messages go to stderr)."""
+    sys.stdout.buffer.write(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+                            + b"\n")
+    sys.stdout.flush()
+    if stats.empty:
+        err_console.print(f"[yellow]nothing to do:[/yellow] {stats.empty}", highlight=False, soft_wrap=True)
 
 
 def settings(config: Path | None, out: Path | None = None, seed: int | None = None, run_id: str | None = None,
@@ -111,13 +140,17 @@ def sql(
     output: Annotated[Path | None, typer.Option("--output", help="Write the result to this file.")] = None,
     limit: Annotated[int, typer.Option(help="Rows shown in table format.")] = 50,
 ) -> None:
-    """Query the tables in place with DuckDB (read-only: writes, ATTACH, INSTALL, COPY are refused)."""
+    """Query the tables in place with DuckDB (read-only: writes, ATTACH, INSTALL, COPY are refused).
+
+    Each table reads one consistent chain of stage runs: the config's (with --config) or the most
+    recently completed one; `<table>_all` reads every run, with its `run` column."""
     from hopforge.storage.catalog import query_arrow
 
     if fmt not in {"table", "csv", "json", "parquet"}:
         raise typer.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
     cfg = settings(config, out)
-    result = query_arrow(cfg.run.out, query, limit=limit + 1 if fmt == "table" else None)
+    result = query_arrow(cfg.run.out, query, limit=limit + 1 if fmt == "table" else None,
+                         selection=_selection(cfg, config))
     _print_arrow(result, fmt, output, limit if fmt == "table" else None)
 
 
@@ -146,25 +179,41 @@ def _human(n: float) -> str:
 
 
 @app.command()
-def runs(config: ConfigOpt = None, out: OutOpt = None) -> None:
-    """List runs: which tables each wrote, rows, config hash, version and time span."""
+def runs(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List stage runs: each stage's fingerprint, the runs it read, its state and rows, oldest first.
+
+    A fingerprint is a digest of a stage's inputs (upstream fingerprints), its own settings and its
+    code version: changing `export.format` re-runs only publish; changing `teacher.temperature`
+    makes new rollouts (and everything after) under new fingerprints, beside the old ones."""
+    from hopforge.stage import STAGES, get_stage, stage_records
     from hopforge.storage.schemas import SCHEMAS
     from hopforge.storage.shards import read_manifest
 
     cfg = settings(config, out)
-    by_run: dict[str, dict[str, Any]] = {}
+    rows_by_run: dict[str, dict[str, int]] = {}
     for name in SCHEMAS:
         for e in read_manifest(cfg.run.out, name):
-            r = by_run.setdefault(e.run, {"tables": {}, "config": set(), "version": set(), "first": e.created_at,
-                                          "last": e.created_at})
-            r["tables"][name] = r["tables"].get(name, 0) + e.rows
-            r["config"].add(e.config_hash[:12])
-            r["version"].add(e.hopforge_version)
-            r["first"], r["last"] = min(r["first"], e.created_at), max(r["last"], e.created_at)
-    t = Table("run", "tables (rows)", "config hash", "hopforge", "first shard", "last shard")
-    for run, r in sorted(by_run.items(), key=lambda kv: kv[1]["first"]):
-        t.add_row(run, ", ".join(f"{k} ({v})" for k, v in r["tables"].items()), ",".join(sorted(r["config"])),
-                  ",".join(sorted(r["version"])), r["first"], r["last"])
+            rows_by_run.setdefault(e.run, {})
+            rows_by_run[e.run][name] = rows_by_run[e.run].get(name, 0) + e.rows
+    records = sorted(stage_records(cfg.run.out), key=lambda r: (r["created_at"], STAGES.index(r["stage"])))
+    if as_json:
+        for r in records:
+            r["rows"] = rows_by_run.get(r["fingerprint"], {})
+        sys.stdout.buffer.write(orjson.dumps(records, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    t = Table("stage", "fingerprint", "reads", "state", "rows", "created", title=f"stage runs in {cfg.run.out}")
+    for r in records:
+        comp = r["complete"]
+        state = ("empty: " + comp["empty"]) if comp and comp.get("empty") else \
+            (f"complete ({comp['batches']} batches)" if comp else f"partial ({r['batches_done']} batches done)")
+        direct = [r["inputs"][u] for u in get_stage(r["stage"]).upstream if u in r["inputs"]]
+        rows = rows_by_run.get(r["fingerprint"], {})
+        t.add_row(r["stage"], r["fingerprint"], ", ".join(direct) or r["settings"].get("dump", {}).get("name", "-"),
+                  state, ", ".join(f"{k} {v:,}" for k, v in rows.items()) or "-", r["created_at"])
     console.print(t)
 
 
@@ -219,21 +268,42 @@ def ingest(
              "(default: graph.dump).", show_default=False)] = None,
     config: ConfigOpt = None,
     out: OutOpt = None,
-    seed: SeedOpt = None,
     run_id: RunOpt = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: graph.workers).")] = None,
     batch_pages: Annotated[int | None, typer.Option(help="Pages per batch (default: graph.batch_pages).")] = None,
     page_timeout: Annotated[float | None, typer.Option(
         "--page-timeout", help="Per-page parse time limit in seconds (default: graph.page_timeout_s).")] = None,
+    allow_truncated: Annotated[bool | None, typer.Option(
+        "--allow-truncated", help="Build the graph from the pages before a break in a truncated or corrupt "
+                                  "dump instead of failing (default: graph.allow_truncated).")] = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Parse a Wikipedia dump into pages, links, redirects and the link graph (resumes an interrupted run)."""
     from hopforge.graph import run_ingest
+    from hopforge.stage import LocalExecutor
 
-    cfg = settings(config, out, seed, run_id, **{"graph.dump": dump, "graph.workers": workers,
+    cfg = settings(config, out, None, run_id, **{"graph.dump": dump, "graph.workers": workers,
                                                  "graph.batch_pages": batch_pages,
-                                                 "graph.page_timeout_s": page_timeout})
-    stats = run_ingest(cfg, progress=True)
-    sys.stdout.buffer.write(orjson.dumps(stats, option=orjson.OPT_INDENT_2) + b"\n")
+                                                 "graph.page_timeout_s": page_timeout,
+                                                 "graph.allow_truncated": allow_truncated})
+    with _batch_progress("ingest batches") as progress:
+        stats = run_ingest(cfg, executor=LocalExecutor(cfg.graph.workers, progress), wait=wait,
+                           owner="hopforge ingest")
+    _print_stats(stats)
+
+
+@contextlib.contextmanager
+def _batch_progress(what: str) -> Any:
+    """A rich progress bar on stderr fed by the executor's (done, total) callback (stdout stays JSON)."""
+    from rich.progress import Progress
+
+    if not err_console.is_terminal:
+        yield None
+        return
+    bar = Progress(console=err_console, transient=True)
+    task = bar.add_task(what, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @graph_app.command("stats")
@@ -287,15 +357,37 @@ def questions(
     hops_max: Annotated[int | None, typer.Option(help="Most hops per walk, up to 8 (default: synth.hops_max).")] = None,
     composer: Annotated[str | None, typer.Option(help="template | llm (default: synth.composer).")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: synth.workers).")] = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Random walks over the link graph -> obfuscated multi-hop questions with checks (walks, questions, rejects)."""
+    from hopforge.stage import LocalExecutor
     from hopforge.synth import run_questions
 
     cfg = settings(config, out, seed, run_id, **{"synth.n_questions": n, "synth.hops_min": hops_min,
                                                   "synth.hops_max": hops_max, "synth.composer": composer,
                                                   "synth.workers": workers})
-    stats = run_questions(cfg)
-    console.print_json(orjson.dumps(stats).decode())
+    with _batch_progress("question batches") as progress:
+        stats = run_questions(cfg, executor=LocalExecutor(cfg.synth.workers if cfg.synth.composer == "template"
+                                                          else 1, progress), wait=wait, owner="hopforge questions")
+    _print_stats(stats)
+
+
+@app.command()
+def screen(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    seed: SeedOpt = None,
+    run_id: RunOpt = None,
+    decontaminate: Annotated[Path | None, typer.Option(help="Benchmark questions file, one per line.")] = None,
+    difficulty_k: Annotated[int | None, typer.Option(help="Closed-book attempts per question (0: none).")] = None,
+    wait: WaitOpt = False,
+) -> None:
+    """Question-level filters before any rollout: decontamination, near-duplicates, closed-book difficulty."""
+    from hopforge.stage import run_stage
+
+    cfg = settings(config, out, seed, run_id, **{
+        "screen.decontaminate": str(decontaminate) if decontaminate else None, "screen.difficulty_k": difficulty_k})
+    _print_stats(run_stage("screen", cfg, wait=wait, owner="hopforge screen"))
 
 
 # --------------------------------------------------------------------------- rollout
@@ -327,11 +419,12 @@ def generate(
     max_turns: Annotated[int | None, typer.Option(help="Turn limit per trajectory (<= 600).")] = None,
     attempts: Annotated[int | None, typer.Option(help="Trajectories per question.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress display.")] = True,
+    wait: WaitOpt = False,
 ) -> None:
-    """Roll out teacher trajectories over the questions table (resumes: written trajectories are skipped)."""
+    """Roll out teacher trajectories over the screened questions (resumes: written trajectories are skipped)."""
     from rich.live import Live
 
-    from hopforge.rollouts.engine import run_rollouts
+    from hopforge.rollouts import run_rollouts
 
     if teacher is not None and teacher not in {"cpu", "openai", "vllm", "scripted"}:
         raise typer.BadParameter(f"unknown teacher {teacher!r}", param_hint="--teacher")
@@ -343,24 +436,26 @@ def generate(
         "rollout.attempts_per_question": attempts})
     if progress and err_console.is_terminal:
         with Live(console=err_console, refresh_per_second=4, transient=False) as live:
-            stats = run_rollouts(cfg, progress=lambda s: live.update(_rollout_view(s)))
+            stats = run_rollouts(cfg, progress=lambda s: live.update(_rollout_view(s)), wait=wait,
+                                 owner="hopforge generate")
     else:
-        stats = run_rollouts(cfg)
-    console.print_json(data=stats)
+        stats = run_rollouts(cfg, wait=wait, owner="hopforge generate")
+    _print_stats(stats)
 
 
 # --------------------------------------------------------------------------- filters
 
 
-def _print_funnel(report: dict[str, Any]) -> None:
+def _print_funnel(stats: Any) -> None:
     t = Table("step", "in", "kept", "rejected", "top reasons", title="filter funnel")
-    for s in report["steps"]:
-        t.add_row(s["step"], str(s["in"]), str(s["kept"]), str(s["rejected"]),
-                  ", ".join(f"{r} ({n})" for r, n in s["top_reasons"]))
+    for st in stats.steps:
+        t.add_row(st["step"], str(st["in"]), str(st["kept"]), str(st["rejected"]),
+                  ", ".join(f"{r} ({n})" for r, n in st["top_reasons"]))
     console.print(t)
-    console.print(f"in {report['in']}  kept {report['kept']}  rejected {report['rejected']}  "
-                  f"(skipped, already decided: {report['skipped_already_decided']})  {report['seconds']} s")
-    console.print(f"[dim]report: {report['report_path']}[/dim]")
+    state = "skipped: already complete for this config" if stats.skipped else f"{stats.seconds:.1f} s"
+    console.print(f"in {stats.trajectories}  kept {stats.kept}  rejected {stats.rejected}  ({state})")
+    if stats.empty:
+        err_console.print(f"[yellow]nothing to do:[/yellow] {stats.empty}", highlight=False, soft_wrap=True)
 
 
 @app.command("filter")
@@ -373,20 +468,16 @@ def filter_cmd(
                                                    help="Ask the teacher about near-miss answers.")] = None,
     f1_threshold: Annotated[float | None, typer.Option(help="Token F1 that counts as correct.")] = None,
     min_tool_calls: Annotated[int | None, typer.Option(help="Fewest search/visit calls kept.")] = None,
-    decontaminate: Annotated[Path | None, typer.Option(help="Benchmark questions file, one per line.")] = None,
-    difficulty_k: Annotated[int | None, typer.Option(help="Closed-book attempts per question (0: no calibration).")]
-    = None,
+    wait: WaitOpt = False,
 ) -> None:
-    """Filter trajectories into kept / rejects (correctness, format, degeneration, effort, dedup,
-    decontamination, difficulty) and print the funnel; re-running skips trajectories already decided."""
+    """Filter trajectories into kept / rejects (format, effort, degeneration, correctness, duplicates)
+    and print the funnel. Question-level filters run before rollouts (`hopforge screen`)."""
     from hopforge.filters import run_filters
 
     cfg = settings(config, out, seed, run_id, **{
         "filters.llm_judge": llm_judge, "filters.f1_threshold": f1_threshold,
-        "filters.min_tool_calls": min_tool_calls,
-        "filters.decontaminate": str(decontaminate) if decontaminate else None,
-        "filters.difficulty_k": difficulty_k})
-    _print_funnel(run_filters(cfg))
+        "filters.min_tool_calls": min_tool_calls})
+    _print_funnel(run_filters(cfg, wait=wait, owner="hopforge filter"))
 
 
 @app.command("label")
@@ -398,21 +489,23 @@ def label_cmd(
     judge: Annotated[bool | None, typer.Option("--judge/--no-judge",
                                                help="Teacher labels essential / not_necessary / harmful.")] = None,
     judge_window: Annotated[int | None, typer.Option(help="Assistant turns per judge request.")] = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Write turn labels and loss weights for kept trajectories (rule labels; judge labels with --judge)."""
     from hopforge.labels.stage import run_labels
 
-    cfg = settings(config, out, seed, run_id, **{"filters.label_judge": judge, "filters.judge_window": judge_window})
-    stats = run_labels(cfg)
+    cfg = settings(config, out, seed, run_id, **{"labels.judge": judge, "labels.judge_window": judge_window})
+    stats = run_labels(cfg, wait=wait, owner="hopforge label")
     t = Table("trajectories", "turns", "assistant turns", "mean weight", "judge requests", "fallback windows",
               "policies", title="turn labels")
-    t.add_row(str(stats["trajectories"]), str(stats["turns"]), str(stats["assistant_turns"]),
-              str(stats["mean_assistant_loss_weight"]), str(stats["judge_requests"]),
-              str(stats["judge_fallback_windows"]),
-              ", ".join(f"{k} ({v})" for k, v in stats["assistant_turn_policies"].items()))
+    t.add_row(str(stats.trajectories), str(stats.turns), str(stats.assistant_turns),
+              str(stats.mean_assistant_loss_weight), str(stats.judge_requests), str(stats.judge_fallback_windows),
+              ", ".join(f"{k} ({v})" for k, v in stats.assistant_turn_policies.items()))
     console.print(t)
-    console.print(f"[dim]skipped, already labelled: {stats['skipped_already_labelled']}; "
-                  f"report: {stats['report_path']}[/dim]")
+    if stats.skipped:
+        console.print("[dim]skipped: already complete for this config[/dim]")
+    if stats.empty:
+        err_console.print(f"[yellow]nothing to do:[/yellow] {stats.empty}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- export
@@ -443,12 +536,14 @@ def export(
 
     cfg = settings(config, out, **{"export.format": fmt, "export.window_turns": window_turns,
                                    "export.reasoning": reasoning, "export.push_to_hub": push_to_hub})
-    manifest = export_dataset(cfg, cfg.export.format, dest, include_rejected=include_rejected, overwrite=overwrite)
+    selection = _selection(cfg, config)
+    manifest = export_dataset(cfg, cfg.export.format, dest, include_rejected=include_rejected, overwrite=overwrite,
+                              selection=selection)
     c = manifest["counts"]
     console.print(f"exported {c['samples']['train']} train / {c['samples']['validation']} validation rows "
                   f"({c['trajectories']} trajectories, {manifest['format']}) to {dest}")
     if card:
-        console.print(f"dataset card: {render_card(cfg, dest)}")
+        console.print(f"dataset card: {render_card(cfg, dest, selection=selection)}")
     if cfg.export.push_to_hub:
         result = push(dest, cfg.export.push_to_hub, private=cfg.export.hub_private)
         console.print(f"pushed to {result['repo_url']}")
@@ -464,7 +559,7 @@ def card_cmd(
     from hopforge.publish.card import render_card
 
     cfg = settings(config, out)
-    console.print(f"dataset card: {render_card(cfg, dest)}")
+    console.print(f"dataset card: {render_card(cfg, dest, selection=_selection(cfg, config))}")
 
 
 # --------------------------------------------------------------------------- viewer
@@ -489,7 +584,8 @@ def view(
 # --------------------------------------------------------------------------- flows
 
 StagesOpt = Annotated[str | None, typer.Option(
-    "--stages", help="Comma-separated subset, in any order: graph,questions,rollouts,filters,publish (default: all).")]
+    "--stages", help="Comma-separated subset, in any order: graph,questions,screen,rollouts,filters,labels,publish "
+                     "(default: all).")]
 RunnerOpt = Annotated[str | None, typer.Option(
     "--task-runner", help="thread | dask | ray (default: flows.task_runner).", show_default=False)]
 
@@ -500,15 +596,18 @@ def _flow_overrides(out: Path | None, seed: int | None, run_id: str | None, task
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    st = Table("stage", "tasks", "ran", "cached", "failed", "seconds", title="stages")
+    from hopforge.flows.report import stage_outcome
+
+    st = Table("stage", "fingerprint", "batches", "ran", "skipped", "failed", "seconds", "outcome", title="stages")
     for s in summary["stages"]:
-        st.add_row(s["stage"], str(s["tasks"]), str(s["ran"]), str(s["cached"]),
-                   f"[red]{len(s['failures'])}[/red]" if s["failures"] else "0", f"{s['seconds']:.1f}")
+        st.add_row(s["stage"], s["fingerprint"], str(s["tasks"]), str(s["ran"]), str(s["skipped"]),
+                   f"[red]{len(s['failures'])}[/red]" if s["failures"] else "0", f"{s['seconds']:.1f}",
+                   stage_outcome(s))
     for name in summary["skipped_stages"]:
-        st.add_row(name, "-", "-", "-", "-", "not run")
+        st.add_row(name, "", "-", "-", "-", "-", "-", "not run")
     console.print(st)
     f = summary["funnel"]
-    ft = Table("table", "rows (this run)", "rows (all runs)", title=f"funnel of run {f['run_id']}")
+    ft = Table("table", "rows (this chain)", "rows (all runs)", title=f"funnel of {f['out']}")
     for table, n in f["rows"].items():
         ft.add_row(table, f"{n['run']:,}", f"{n['all']:,}")
     console.print(ft)
@@ -531,16 +630,20 @@ def run(
     run_id: RunOpt = None,
     stages: StagesOpt = None,
     task_runner: RunnerOpt = None,
-    refresh: Annotated[bool, typer.Option("--refresh", help="Ignore cached task results and recompute every "
-                                          "task (stages still skip rows already written).")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Start a new generation of the selected stages: new "
+                                          "fingerprints for them and everything after; earlier output stays "
+                                          "queryable (`<table>_all`, `hopforge runs`).")] = False,
+    wait: WaitOpt = False,
     json_summary: Annotated[Path | None, typer.Option("--json", help="Also write the run summary to this JSON file.")]
     = None,
 ) -> None:
-    """Run the pipeline as Prefect flows: graph, questions, rollouts, filters, publish.
+    """Run the pipeline as Prefect flows: graph, questions, screen, rollouts, filters, labels, publish.
 
     No Prefect server is needed (an ephemeral API starts in-process unless PREFECT_API_URL is set).
-    Re-running the same command after a crash or failure runs only the missing tasks.
-    Exits 1 if any task failed; the summary names each failed task and why.
+    Each stage's output is keyed by its inputs and its own settings: re-running the same command
+    after a crash runs only the missing batches, and a stage whose settings did not change is skipped.
+    A stage with nothing to produce ends the run with its reason (exit 0). Exits 1 if a task failed,
+    75 if another process runs a stage on the same OUT (pass --wait to wait for it).
     """
     from hopforge.flows.prefect_env import apply_prefect_defaults
 
@@ -548,17 +651,23 @@ def run(
     overrides = _flow_overrides(out, seed, run_id, task_runner)
     settings(config, **overrides)  # fail fast on a bad config, before Prefect starts
     selected = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    from hopforge.errors import LeaseHeldError
     from hopforge.flows import run_pipeline
-    from hopforge.flows.pipeline import select_stages
+    from hopforge.stage import select_stages
 
     select_stages(selected)
-    summary, state = run_pipeline(config, overrides, selected, refresh)
+    summary, state = run_pipeline(config, overrides, selected, refresh, wait)
     _print_summary(summary)
     if json_summary:
         json_summary.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    if summary.get("held"):
+        err_console.print(f"[red]error:[/red] {summary['held']}", highlight=False, soft_wrap=True)
+        raise typer.Exit(LeaseHeldError.exit_code)
     if not summary["ok"]:
         err_console.print(f"[red]error:[/red] {state.message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    if summary.get("empty"):
+        err_console.print(f"[yellow]nothing to do:[/yellow] {summary['empty']}", highlight=False, soft_wrap=True)
 
 
 @app.command()

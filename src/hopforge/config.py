@@ -28,7 +28,8 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     out: Path = Path("data")
     seed: int = 0
-    # None => derived from the config hash, so re-running the same config resumes the same run.
+    # A label folded into every stage's fingerprint: set it to make an independent set of outputs
+    # from the same settings (e.g. a replicate). None: outputs are keyed by settings and inputs only.
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -37,9 +38,12 @@ class GraphConfig(_Section):
     # Title list used to rebuild the demo dump through Special:Export when `dump` is absent.
     export_titles: Path | None = None
     export_url: str = "https://en.wikipedia.org/wiki/Special:Export"
-    workers: int = Field(default=2, ge=1, le=256)
+    workers: int = Field(default=2, ge=1, le=256)  # processes for the CLI's executor
     batch_pages: int = Field(default=256, ge=1, le=100_000)
     page_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # A dump that ends early (truncated or corrupt) fails the stage, naming where, unless this is set:
+    # then the graph is built from the pages before the break.
+    allow_truncated: bool = False
     namespaces: list[int] = Field(default_factory=lambda: [0])
     pagerank_alpha: float = Field(default=0.85, gt=0, lt=1)
 
@@ -68,7 +72,7 @@ class SynthConfig(_Section):
     # Recency start weight halves for every this many days a page's last revision is older than the newest.
     recency_half_life_days: float = Field(default=365.0, gt=0)
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)  # questions per compose batch (one shard each)
-    workers: int = Field(default=1, ge=1, le=256)  # processes for run_questions
+    workers: int = Field(default=1, ge=1, le=256)  # processes for the CLI's executor
     llm_max_tokens: int = Field(default=200, ge=16)  # LLM composer: tokens for one question
     llm_concurrency: int = Field(default=16, ge=1, le=4096)  # LLM composer: requests in flight
 
@@ -128,23 +132,35 @@ class RolloutConfig(_Section):
     context_fold_at: float = Field(default=0.8, gt=0, lt=1)
 
 
+class ScreenConfig(_Section):
+    """Question-level filters, run before any rollout so the teacher never works on a question
+    that would be dropped: near-duplicates (MinHash), decontamination, closed-book difficulty."""
+
+    minhash_threshold: float = Field(default=0.85, gt=0, le=1)
+    minhash_num_perm: int = Field(default=128, ge=16, le=1024)
+    decontaminate: Path | None = None
+    decontam_ngram: int = Field(default=13, ge=3)
+    # Closed-book attempts per question (0: no calibration). A question the teacher answers from
+    # memory more often than max_solve_rate_no_tools is dropped before rollouts.
+    difficulty_k: int = Field(default=0, ge=0, le=64)
+    max_solve_rate_no_tools: float = Field(default=0.0, ge=0, le=1)
+    f1_threshold: float = Field(default=0.8, ge=0, le=1)  # what counts as a correct closed-book answer
+
+
 class FilterConfig(_Section):
     min_tool_calls: int = Field(default=3, ge=0)
     max_tokens: int = Field(default=500_000, ge=1)
     f1_threshold: float = Field(default=0.8, ge=0, le=1)
     llm_judge: bool = False
-    minhash_threshold: float = Field(default=0.85, gt=0, le=1)
-    minhash_num_perm: int = Field(default=128, ge=16, le=1024)
-    decontaminate: Path | None = None
-    decontam_ngram: int = Field(default=13, ge=3)
-    difficulty_k: int = Field(default=0, ge=0, le=64)
-    # Difficulty cut (applied when difficulty_k > 0): keep questions the teacher solves closed-book
-    # at most this often, and with tools more often than min_solve_rate_tools.
-    max_solve_rate_no_tools: float = Field(default=0.0, ge=0, le=1)
+    # Keep questions the teacher solves with tools more often than this (over its rollout attempts);
+    # 0 keeps everything (one attempt per question cannot measure a rate).
     min_solve_rate_tools: float = Field(default=0.0, ge=0, lt=1)
+
+
+class LabelConfig(_Section):
+    # Ask the teacher for essential / not_necessary / harmful (else the rule policy).
+    judge: bool = False
     judge_window: int = Field(default=20, ge=1)
-    # Turn labels: ask the teacher for essential / not_necessary / harmful (else the rule policy).
-    label_judge: bool = False
     not_necessary_weight: float = Field(default=0.0, ge=0, le=1)
 
 
@@ -185,18 +201,18 @@ class Config(_Section):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    screen: ScreenConfig = Field(default_factory=ScreenConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
+    labels: LabelConfig = Field(default_factory=LabelConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     flows: FlowConfig = Field(default_factory=FlowConfig)
 
     def config_hash(self) -> str:
-        """Stable hash of everything that shapes the data (not paths, not secrets)."""
-        data = self.model_dump(mode="json", exclude={"run": {"out", "run_id"}, "teacher": {"api_key"}})
-        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        """Stable hash of the whole config (not paths, not secrets), recorded in export manifests.
 
-    @property
-    def run_id(self) -> str:
-        return self.run.run_id or f"r{self.config_hash()[:10]}"
+        Stage outputs are keyed by their own fingerprints (``hopforge.stage``), not by this."""
+        data = self.model_dump(mode="json", exclude={"run": {"out"}, "teacher": {"api_key"}})
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -20,7 +20,7 @@ def test_ngram_overlap_with_benchmark_file(tmp_path):
 
 
 def test_missing_or_empty_benchmark_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="filters.decontaminate: benchmark file not found"):
+    with pytest.raises(ConfigError, match="screen.decontaminate: benchmark file not found"):
         load_benchmark(tmp_path / "nope.txt", 13)
     (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="has no questions"):

@@ -35,7 +35,7 @@ def test_near_duplicate_questions_minhash():
     # Priority (e.g. already has kept trajectories) decides which of the pair survives.
     assert set(near_duplicate_questions(qs, threshold=0.7, num_perm=128, priority={"q2"})) == {"q1"}
     assert near_duplicate_questions(qs, threshold=0.95, num_perm=128) == {}
-    with pytest.raises(ConfigError, match="filters.minhash_threshold=0.99"):
+    with pytest.raises(ConfigError, match="screen.minhash_threshold=0.99"):
         near_duplicate_questions(qs, threshold=0.99, num_perm=128)
 
 

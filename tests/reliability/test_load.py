@@ -24,7 +24,7 @@ import pytest
 
 from hopforge.storage import read_table
 from hopforge.rollouts.environment import Environment
-from hopforge.rollouts.engine import RolloutEngine, RolloutStats, TrajectorySink
+from hopforge.rollouts.engine import RolloutEngine, LiveStats, TrajectorySink
 from hopforge.llm.client import make_teacher
 from tests.reliability.conftest import peak_rss_bytes, rss_bytes
 from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
@@ -59,7 +59,7 @@ def test_1024_in_flight_memory_stays_flat(tmp_path: Path) -> None:
         cfg = rollout_cfg(out, f"http://127.0.0.1:{port}", **{
             "rollout.max_in_flight": IN_FLIGHT, "rollout.request_timeout_s": 60.0, "rollout.retries": 4,
             "rollout.flush_every": 256, "rollout.flush_seconds": 5.0})
-        stats = RolloutStats()
+        stats = LiveStats()
         rss: dict[int, int] = {}
         peak_in_flight = 0
 

@@ -39,9 +39,9 @@ def test_progress_view_shows_rates_and_status() -> None:
     from rich.console import Console
 
     from hopforge.cli import _rollout_view
-    from hopforge.rollouts.engine import RolloutStats
+    from hopforge.rollouts.engine import LiveStats
 
-    st = RolloutStats(trajectories=10, turns=100, tokens=5000, errors=2, retries=3, in_flight=7,
+    st = LiveStats(trajectories=10, turns=100, tokens=5000, errors=2, retries=3, in_flight=7,
                       status={"answered": 9, "error": 1})
     st.started = time.monotonic() - 10
     con = Console(width=200, record=True)

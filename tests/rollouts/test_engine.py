@@ -222,7 +222,7 @@ def test_managed_server_dying_mid_run_is_restarted_and_no_trajectory_fails(wiki:
     from hopforge.rollouts.environment import Environment
     from hopforge.llm.servers import ManagedServer, scripted_command
     from hopforge.rollouts.protocol import ChatProtocol
-    from hopforge.rollouts.engine import RolloutEngine, RolloutStats
+    from hopforge.rollouts.engine import RolloutEngine, LiveStats
     from hopforge.llm.client import LeanTransport, Retry, Teacher
 
     with socket.socket() as s:
@@ -235,7 +235,7 @@ def test_managed_server_dying_mid_run_is_restarted_and_no_trajectory_fails(wiki:
     teacher = Teacher(LeanTransport(url, api_key=None, timeout_s=2, max_connections=4),
                       ChatProtocol("scripted", max_tokens=32, temperature=0), backend="vllm", model="scripted",
                       max_in_flight=4, retry=Retry(1, 0.01, 0.02), server=server)
-    stats = RolloutStats()
+    stats = LiveStats()
 
     async def go() -> None:
         async with teacher:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from hopforge.errors import StorageError
-from hopforge.rollouts.environment import Environment, normalise_title, paginate
+from hopforge.rollouts.environment import Environment, paginate
+from hopforge.text.titles import normalize_title
 
 
 def test_search_ranks_the_passage_that_names_the_entity(wiki: Path) -> None:
@@ -50,7 +51,7 @@ def test_paginate_cuts_at_boundaries_and_keeps_all_text() -> None:
     assert all(len(p) <= 200 for p in pages)
     assert " ".join(" ".join(pages).split()) == " ".join(text.split())
     assert paginate("", 100) == [""]
-    assert normalise_title("foo_bar  baz") == "Foo bar baz"
+    assert normalize_title("foo_bar  baz") == "Foo bar baz"
 
 
 def test_index_is_cached_under_out_and_rebuilt_when_pages_change(wiki: Path) -> None:

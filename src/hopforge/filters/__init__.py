@@ -1,7 +1,10 @@
-"""filters: trajectory-level filters (format, effort, degeneration, correctness, duplicates) and the
-question-level ones (near-duplicate questions, decontamination, difficulty)."""
+"""filters: trajectory-level filters (format, effort, degeneration, correctness, duplicates, with-tools
+difficulty) in the filter stage, and question-level ones (near-duplicates, decontamination, closed-book
+difficulty) in the screen stage that runs before rollouts."""
 
-from hopforge.filters.run import run_filters
+from hopforge.filters.screen import ScreenStage, ScreenStats
+from hopforge.filters.stage import FilterStage, FilterStats, run_filters
 from hopforge.filters.steps import Decision, Filter, FilterPipeline
 
-__all__ = ["Decision", "Filter", "FilterPipeline", "run_filters"]
+__all__ = ["Decision", "Filter", "FilterPipeline", "FilterStage", "FilterStats", "ScreenStage", "ScreenStats",
+           "run_filters"]

@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hopforge.errors import ConfigError
-from hopforge.text.answers import answer_tokens
-
-
-def ngrams(text: str, n: int) -> set[str]:
-    words = answer_tokens(text)
-    if len(words) < n:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+from hopforge.text.ngrams import ngram_set
 
 
 def load_benchmark(path: Path, n: int) -> dict[str, int]:
@@ -28,15 +21,15 @@ def load_benchmark(path: Path, n: int) -> dict[str, int]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise ConfigError(f"filters.decontaminate: benchmark file not found: {path}") from None
+        raise ConfigError(f"screen.decontaminate: benchmark file not found: {path}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"filters.decontaminate: {path} is not UTF-8 text ({e})") from None
+        raise ConfigError(f"screen.decontaminate: {path} is not UTF-8 text ({e})") from None
     index: dict[str, int] = {}
     for lineno, line in enumerate(lines, 1):
-        for g in ngrams(line, n):
+        for g in ngram_set(line, n):
             index.setdefault(g, lineno)
     if not index:
-        raise ConfigError(f"filters.decontaminate: {path} has no questions (one per line expected)")
+        raise ConfigError(f"screen.decontaminate: {path} has no questions (one per line expected)")
     return index
 
 
@@ -45,7 +38,7 @@ def contaminated_questions(questions: Iterable[dict[str, Any]], benchmark: dict[
     """Map each contaminated question id to ``(reason, detail)`` naming the benchmark line."""
     out: dict[str, tuple[str, str]] = {}
     for q in questions:
-        for g in ngrams(q.get("question") or "", n):
+        for g in ngram_set(q.get("question") or "", n):
             line = benchmark.get(g)
             if line is not None:
                 out[q["question_id"]] = ("benchmark_overlap", f"{source} line {line} shares {g[:80]!r}")

@@ -15,7 +15,7 @@ from typing import Any
 from datasketch import MinHash, MinHashLSH
 
 from hopforge.errors import ConfigError
-from hopforge.text.answers import answer_tokens
+from hopforge.text.ngrams import ngram_set
 from hopforge.storage.episodes import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
 from hopforge.storage import content_id
@@ -50,10 +50,7 @@ def shingles(text: str, n: int = 2) -> set[bytes]:
     Bigrams, not longer shingles: questions are ~15 words, and one changed word
     removes n shingles, so trigrams would push true near-duplicates below the threshold.
     """
-    words = answer_tokens(text)
-    if len(words) < n:
-        return {" ".join(words).encode()} if words else set()
-    return {" ".join(words[i : i + n]).encode() for i in range(len(words) - n + 1)}
+    return {g.encode() for g in ngram_set(text, n)}
 
 
 def near_duplicate_questions(
@@ -76,7 +73,7 @@ def near_duplicate_questions(
     try:
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     except ValueError as e:  # datasketch cannot band e.g. threshold 0.99 with 128 permutations
-        raise ConfigError(f"filters.minhash_threshold={threshold} with filters.minhash_num_perm={num_perm}: "
+        raise ConfigError(f"screen.minhash_threshold={threshold} with screen.minhash_num_perm={num_perm}: "
                           f"{e}; lower the threshold or raise num_perm") from None
     sigs = MinHash.bulk(sets, num_perm=num_perm, seed=seed)
     dups: dict[str, tuple[str, str]] = {}

@@ -17,6 +17,7 @@ from collections import Counter
 
 from hopforge.storage.episodes import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
+from hopforge.text.ngrams import word_ngrams
 
 
 def repeated_ngram_fraction(text: str, n: int = 8) -> float:
@@ -24,7 +25,7 @@ def repeated_ngram_fraction(text: str, n: int = 8) -> float:
     words = text.split()
     if len(words) < n:
         return 0.0
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    grams = word_ngrams(words, n)
     return 1.0 - len(set(grams)) / len(grams)
 
 

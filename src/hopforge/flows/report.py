@@ -2,20 +2,22 @@
 
 Everything here is plain data (JSON-able dicts) computed from Prefect states and
 from the tables themselves, so the CLI, the Prefect artifact and a test all see
-the same numbers. The funnel is measured from the manifests and tables of the
-run (not from the stages' return values), so it is also right after a resumed
-run in which some tasks were replayed from cache.
+the same numbers. The funnel is measured from the tables of the config's chain of
+stage runs (not from the stages' return values), so it is also right after a
+resumed run in which finished batches were skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from hopforge.config import Config
+from hopforge.errors import HopforgeError
 from hopforge.storage.shards import read_manifest, read_table
 
 # Data-flow order, for the funnel table.
@@ -33,12 +35,14 @@ class TaskFailure:
 @dataclass
 class StageReport:
     stage: str
+    fingerprint: str = ""
     tasks: int = 0
-    ran: int = 0  # executed in this flow run
-    cached: int = 0  # replayed from a previous run's persisted result
+    ran: int = 0  # batches executed in this flow run
+    skipped: int = 0  # batches already complete (their completion marker exists)
     failures: list[TaskFailure] = field(default_factory=list)
-    stats: dict[str, Any] = field(default_factory=dict)  # the stage's stats, summed over tasks
+    stats: dict[str, Any] = field(default_factory=dict)  # the stage's typed stats, merged over batches
     seconds: float = 0.0
+    empty: str | None = None  # why the stage had nothing to produce (the stages after it skip)
 
     @property
     def ok(self) -> bool:
@@ -52,36 +56,24 @@ class StageReport:
         return cls(**{**d, "failures": [TaskFailure(**f) for f in d.get("failures", [])]})
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def merge_stats(parts: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
-    """Sum the numeric leaves of several stats dicts (nested dicts merge key by key,
-    e.g. ``rejects`` by reason); any other leaf keeps its last value."""
-    out: dict[str, Any] = {}
-    for part in parts:
-        for key, value in (part or {}).items():
-            prev = out.get(key)
-            if isinstance(value, Mapping):
-                out[key] = merge_stats([prev if isinstance(prev, Mapping) else {}, value])
-            elif _number(value) and _number(prev):
-                out[key] = prev + value
-            else:
-                out[key] = value
-    return out
-
-
 def measure_funnel(cfg: Config) -> dict[str, Any]:
-    """Rows per table (this run and all runs), rejects by stage and reason, and
-    teacher tokens spent by this run's trajectories."""
-    out, run = cfg.run.out, cfg.run_id
+    """Rows per table (this config's chain of stage runs, and all runs), rejects by stage and
+    reason, and teacher tokens spent by the chain's trajectories."""
+    from hopforge.stage import STAGES, resolve, selection_for
+
+    out = cfg.run.out
+    try:
+        sel = selection_for(resolve(cfg, STAGES[-1]))
+    except HopforgeError:  # e.g. the dump is missing: there is no chain to measure
+        sel = {"rejects": []}
     rows: dict[str, dict[str, int]] = {}
     for table in FUNNEL_TABLES:
         entries = read_manifest(out, table)
-        rows[table] = {"run": sum(e.rows for e in entries if e.run == run), "all": sum(e.rows for e in entries)}
+        mine = set(sel.get(table, ()))
+        rows[table] = {"run": sum(e.rows for e in entries if e.run in mine), "all": sum(e.rows for e in entries)}
     rejects: list[dict[str, Any]] = []
-    rj = read_table(out, "rejects", run=run, columns=["stage", "reason"]) if rows["rejects"]["run"] else None
+    parts = [read_table(out, "rejects", run=r, columns=["stage", "reason"]) for r in sel["rejects"]]
+    rj = pa.concat_tables(parts) if parts else None
     if rj is not None and rj.num_rows:
         counts = rj.group_by(["stage", "reason"]).aggregate([("reason", "count")])
         rejects = sorted(({"stage": s, "reason": r, "rows": n} for s, r, n in
@@ -89,41 +81,58 @@ def measure_funnel(cfg: Config) -> dict[str, Any]:
                               strict=True)), key=lambda d: (d["stage"], -d["rows"], d["reason"]))
     tokens = {"tokens_in": 0, "tokens_out": 0}
     if rows["trajectories"]["run"]:
-        tr = read_table(out, "trajectories", run=run, columns=["tokens_in", "tokens_out"])
+        tr = read_table(out, "trajectories", run=sel["trajectories"][0], columns=["tokens_in", "tokens_out"])
         tokens = {c: int(pc.sum(tr.column(c)).as_py() or 0) for c in tokens}
-    return {"run_id": run, "config_hash": cfg.config_hash(), "out": str(out), "rows": rows,
-            "rejects": rejects, "tokens": tokens}
+    return {"out": str(out), "chain": {t: v[0] for t, v in sel.items() if t != "rejects" and v},
+            "rows": rows, "rejects": rejects, "tokens": tokens}
 
 
-def pipeline_summary(cfg: Config, stages: list[StageReport], skipped: list[str]) -> dict[str, Any]:
+def pipeline_summary(cfg: Config, stages: list[StageReport], not_run: list[str], held: str | None = None
+                     ) -> dict[str, Any]:
     failures = [{"stage": s.stage, **asdict(f)} for s in stages for f in s.failures]
-    return {"ok": not failures, "funnel": measure_funnel(cfg), "stages": [s.to_dict() for s in stages],
-            "failures": failures, "skipped_stages": skipped}
+    empty = next((s.empty for s in stages if s.empty), None)
+    return {"ok": not failures and held is None, "funnel": measure_funnel(cfg), "stages": [s.to_dict() for s in stages],
+            "failures": failures, "skipped_stages": not_run, "empty": empty, "held": held}
 
 
 def failure_message(summary: Mapping[str, Any]) -> str:
     """One line for the flow's final state: how many tasks failed, the first reasons."""
+    if summary.get("held"):
+        return f"skipped: {summary['held']}"
     fails = summary["failures"]
     head = "; ".join(f"{f['stage']}/{f['task']}: {f['reason']}" for f in fails[:3])
     more = f" (+{len(fails) - 3} more)" if len(fails) > 3 else ""
     skipped = f"; not run: {', '.join(summary['skipped_stages'])}" if summary["skipped_stages"] else ""
     return (f"{len(fails)} task(s) failed: {head}{more}{skipped}. "
-            "Finished tasks are saved: re-run the same command to retry only the failed ones.")
+            "Finished batches are saved: re-run the same command to retry only the failed ones.")
+
+
+def stage_outcome(s: Mapping[str, Any]) -> str:
+    """``ran`` / ``skipped (complete)`` / ``nothing to do: …`` / ``failed`` for one stage report."""
+    if s["failures"]:
+        return "failed"
+    if s.get("empty"):
+        return f"nothing to do: {s['empty']}"
+    if s["tasks"] and s["skipped"] == s["tasks"]:
+        return "skipped (complete)"
+    return "ran"
 
 
 def render_markdown(summary: Mapping[str, Any]) -> str:
     """The Prefect artifact: stage outcomes, the funnel, rejects by reason, tokens."""
     f = summary["funnel"]
-    lines = [f"# hopforge run `{f['run_id']}`", "",
-             f"Status: **{'completed' if summary['ok'] else 'FAILED'}** · config `{f['config_hash'][:12]}` · "
-             f"out `{f['out']}`", "", "## Stages", "",
-             "| stage | tasks | ran | cached | failed | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    status = "completed" if summary["ok"] else ("SKIPPED" if summary.get("held") else "FAILED")
+    lines = [f"# hopforge pipeline on `{f['out']}`", "", f"Status: **{status}**", ""]
+    if summary.get("held"):
+        lines += [f"Skipped: {summary['held']}", ""]
+    lines += ["## Stages", "", "| stage | fingerprint | batches | ran | skipped | failed | seconds | outcome |",
+              "|---|---|---:|---:|---:|---:|---:|---|"]
     for s in summary["stages"]:
-        lines.append(f"| {s['stage']} | {s['tasks']} | {s['ran']} | {s['cached']} | {len(s['failures'])} | "
-                     f"{s['seconds']:.1f} |")
+        lines.append(f"| {s['stage']} | `{s['fingerprint']}` | {s['tasks']} | {s['ran']} | {s['skipped']} | "
+                     f"{len(s['failures'])} | {s['seconds']:.1f} | {stage_outcome(s)} |")
     for name in summary["skipped_stages"]:
-        lines.append(f"| {name} | – | – | – | – | not run |")
-    lines += ["", "## Funnel (rows)", "", "| table | this run | all runs |", "|---|---:|---:|"]
+        lines.append(f"| {name} | | – | – | – | – | – | not run |")
+    lines += ["", "## Funnel (rows)", "", "| table | this chain | all runs |", "|---|---:|---:|"]
     for table, n in f["rows"].items():
         lines.append(f"| {table} | {n['run']} | {n['all']} |")
     if f["rejects"]:
@@ -136,4 +145,3 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines += [f"| {x['stage']} | {x['task']} | {x['state']} | {x['reason'].replace('|', '/')[:300]} |"
                   for x in summary["failures"]]
     return "\n".join(lines) + "\n"
-

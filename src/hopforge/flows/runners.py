@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from hopforge.config import Config
 from hopforge.errors import ConfigError
+from hopforge.stage import get_stage
 
 
 def _missing_extra(runner: str, package: str, err: ImportError) -> ConfigError:
@@ -73,8 +74,7 @@ def make_task_runner(cfg: Config, address: str | None = None, stage: str | None 
     ``teacher.base_url``.
     """
     fc = cfg.flows
-    teacher_stage = stage == "rollouts" or (stage == "questions" and cfg.synth.composer == "llm")
-    if teacher_stage and teacher_is_managed(cfg):
+    if stage is not None and get_stage(stage).talks_to_teacher(cfg) and teacher_is_managed(cfg):
         return ThreadPoolTaskRunner(max_workers=1)
     if fc.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=fc.max_workers)

@@ -49,7 +49,8 @@ def serve_pipeline(cfg: Config, config_path: str | Path | None, overrides: dict[
     from prefect.settings import PREFECT_API_URL
     from prefect.types.entrypoint import EntrypointType
 
-    from hopforge.flows.pipeline import pipeline, select_stages
+    from hopforge.flows.pipeline import pipeline
+    from hopforge.stage import select_stages
 
     if not PREFECT_API_URL.value():
         raise ConfigError("hopforge serve needs a running Prefect server for its schedule: start one with "
@@ -62,7 +63,7 @@ def serve_pipeline(cfg: Config, config_path: str | Path | None, overrides: dict[
         name=name,
         schedules=[schedule],
         parameters=deployment_parameters(config_path, overrides, stages),
-        description=f"hopforge pipeline, run {cfg.run_id}, config {cfg.config_hash()[:12]}",
+        description=f"hopforge pipeline on {cfg.run.out}",
         tags=["hopforge"],
         version=__version__,
         limit=limit,

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import scipy.sparse as sp
 
-from hopforge.config import Config
-from hopforge.storage import read_table, schema_for, write_shard
+from hopforge.storage import schema_for
 from hopforge.storage.arrays import save_arrays
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,21 @@ def pagerank(indptr: np.ndarray, indices: np.ndarray, n: int, alpha: float, tol:
     return r / r.sum()
 
 
-def build_graph(cfg: Config) -> dict:
-    """Write ``redirects``, ``links``, ``nodes`` and the CSR arrays for this run (skips tables already written)."""
+def build_graph(run: Any, alpha: float) -> dict:
+    """Write ``redirects``, ``links``, ``nodes`` and the CSR arrays of one graph stage run.
+
+    ``run`` is the :class:`~hopforge.stage.StageRun` (read its ingest tables, commit its output).
+    The CSR arrays are saved first; the tables are committed as one group, which marks the step done."""
     t0 = time.monotonic()
-    out, run, ch = cfg.run.out, cfg.run_id, cfg.config_hash()
-    pages = pl.from_arrow(read_table(out, "pages", run=run, columns=[
+    out = run.out
+    pages = pl.from_arrow(run.read("pages", columns=[
         "page_id", "title", "is_disambiguation", "is_list", "is_date", "revision_timestamp", "revision_id"]))
     # Duplicate titles (the same page listed twice) keep the latest revision.
     pages = (pages.sort(["revision_id", "page_id"], nulls_last=False).unique("title", keep="last")
              .unique("page_id", keep="last").sort("page_id"))
     title_id = dict(zip(pages["title"].to_list(), pages["page_id"].to_list(), strict=True))
 
-    raw_red = pl.from_arrow(read_table(out, "redirects_raw", run=run)).unique("title", keep="last")
+    raw_red = pl.from_arrow(run.read("redirects_raw")).unique("title", keep="last")
     direct = dict(zip(raw_red["title"].to_list(), raw_red["target"].to_list(), strict=True))
     resolved, cycles = resolve_redirects(direct, title_id)
     red_rows = []
@@ -103,7 +106,7 @@ def build_graph(cfg: Config) -> dict:
         "via_redirect": [False] * len(title_id) + [True] * sum(r["target_id"] is not None for r in red_rows),
     }, schema={"target": pl.String, "dst_id": pl.Int64, "via_redirect": pl.Boolean}).unique("target", keep="first")
     id_title = pl.DataFrame({"dst_id": pages["page_id"], "dst_title": pages["title"]})
-    raw_links = pl.from_arrow(read_table(out, "links_raw", run=run)).filter(
+    raw_links = pl.from_arrow(run.read("links_raw")).filter(
         pl.col("src_id").is_in(pages["page_id"].implode()))
     links = (raw_links.join(alias, on="target", how="inner").join(id_title, on="dst_id", how="left")
              .unique(["src_id", "position"], keep="first").sort(["src_id", "position"]))
@@ -125,7 +128,7 @@ def build_graph(cfg: Config) -> dict:
     edge_in_lead = edges["in_lead"].to_numpy().astype(bool)
     out_deg = np.diff(indptr).astype(np.int32)
     in_deg = np.bincount(indices, minlength=n).astype(np.int32)
-    pr = pagerank(indptr, indices, n, cfg.graph.pagerank_alpha)
+    pr = pagerank(indptr, indices, n, alpha)
     nodes = pa.table({
         "node": np.arange(n, dtype=np.int32), "page_id": pages["page_id"].to_numpy(),
         "title": pages["title"].to_list(), "pagerank": pr, "in_degree": in_deg, "out_degree": out_deg,
@@ -134,25 +137,14 @@ def build_graph(cfg: Config) -> dict:
         "revision_timestamp": pages["revision_timestamp"].to_arrow(),
     })
 
-    def put(table: str, data: pa.Table) -> bool:
-        if data.num_rows == 0 or read_table(out, table, run=run, columns=[schema_for(table).names[0]]).num_rows:
-            return False
-        write_shard(out, table, data, run_id=run, config_hash=ch)
-        return True
-
-    put("redirects", pa.Table.from_pylist(red_rows, schema=schema_for("redirects")))
-    if rejects:
-        have = set(read_table(out, "rejects", run=run, columns=["step"]).column("step").to_pylist())
-        if "resolve_redirects" not in have:
-            write_shard(out, "rejects", pa.Table.from_pylist(rejects, schema=schema_for("rejects")), run_id=run,
-                        config_hash=ch)
-    put("links", links_out.to_arrow())
-    put("nodes", nodes)
-    dump = read_table(out, "pages", run=run, columns=["source"]).column("source")
-    save_arrays(out, "graph", run, {"indptr": indptr, "indices": indices, "edge_position": edge_position,
-                                    "edge_in_lead": edge_in_lead},
-                meta={"run": run, "n_nodes": n, "n_edges": int(len(indices)), "dump": dump[0].as_py() if len(dump) else None,
-                      "pagerank_alpha": cfg.graph.pagerank_alpha})
+    dump = run.read("pages", columns=["source"]).column("source")
+    save_arrays(out, "graph", run.fingerprint, {"indptr": indptr, "indices": indices, "edge_position": edge_position,
+                                                "edge_in_lead": edge_in_lead},
+                meta={"run": run.fingerprint, "n_nodes": n, "n_edges": int(len(indices)),
+                      "dump": dump[0].as_py() if len(dump) else None, "pagerank_alpha": alpha})
+    run.commit({"redirects": pa.Table.from_pylist(red_rows, schema=schema_for("redirects")),
+                "rejects": pa.Table.from_pylist(rejects, schema=schema_for("rejects")),
+                "links": links_out.to_arrow(), "nodes": nodes}, "build_graph")
     return {"nodes": n, "edges": int(len(indices)), "links": links_out.height, "links_raw": raw_links.height,
             "redirects": len(red_rows), "redirects_resolved": sum(r["target_id"] is not None for r in red_rows),
             "redirect_cycles": len(cycles), "links_via_redirect": int(links_out["via_redirect"].sum()),

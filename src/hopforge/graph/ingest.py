@@ -11,10 +11,15 @@ Batching:
   so the single sequential pass is not the bottleneck.
 
 Batch ids are content hashes of (dump identity, batch_pages, index, first and
-last page id), so a re-run plans the same batches and skips those already
-recorded in ``ingest_batches`` (written last for each batch). Each table's
-shard of a batch is one atomic write; a batch interrupted between shards is
-finished on re-run without duplicating the shards it already wrote.
+last page id), so a re-run plans the same batches. A batch's shards (pages,
+links_raw, redirects_raw, rejects, ingest_batches) are committed as one group, so
+a batch is either wholly written or not at all; the stage executor skips batches
+already complete (``hopforge.stage``).
+
+Page time limit: a page whose parse exceeds ``graph.page_timeout_s`` is rejected
+(``parser_timeout``). The limit is a SIGALRM, which only the main thread of a
+process can receive, so a batch run off the main thread (Prefect's thread runner,
+a Dask worker thread) is parsed in a child process whose main thread it is.
 """
 
 from __future__ import annotations
@@ -28,14 +33,11 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import multiprocessing as mp
 
 import orjson
 import pyarrow as pa
@@ -54,8 +56,7 @@ from hopforge.graph.dump import (
 )
 from hopforge.graph.fetch import resolve_dump
 from hopforge.text.titles import SiteInfo
-from hopforge.storage import content_id, read_table, schema_for, write_shard
-from hopforge.storage.shards import table_dir
+from hopforge.storage import content_id, schema_for
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,8 @@ class IngestBatch:
 
 
 def _dump_key(dump: Path, cfg: Config) -> str:
-    st = dump.stat()
-    h = hashlib.blake2b(digest_size=10)
-    with open(dump, "rb") as f:
-        h.update(f.read(1 << 16))
-        f.seek(max(0, st.st_size - (1 << 16)))
-        h.update(f.read())
-    return content_id(dump.name, st.st_size, h.hexdigest(), cfg.graph.batch_pages, BATCH_MAX_BYTES,
+    ident = dump_identity(dump)
+    return content_id(ident["name"], ident["size"], ident["digest"], cfg.graph.batch_pages, BATCH_MAX_BYTES,
                       sorted(cfg.graph.namespaces))
 
 
@@ -135,6 +131,7 @@ def _plan_sequential(cfg: Config, dump: Path, key: str, work: Path) -> list[Inge
     breaks: list[dict] = []
 
     nbytes = 0
+    last_title: str | None = None
 
     def close_batch() -> None:
         nonlocal sink, n, first_id, last_id, nbytes
@@ -153,9 +150,11 @@ def _plan_sequential(cfg: Config, dump: Path, key: str, work: Path) -> list[Inge
                 site = item
                 continue
             if isinstance(item, DumpBreak):
-                breaks.append(asdict(item))
+                where = f"; last complete page: {last_title!r}" if last_title else "; no complete page before it"
+                breaks.append({**asdict(item), "detail": item.detail + where})
                 continue
             head = page_head(item)
+            last_title = head.title
             if head.ns not in namespaces:
                 continue
             titles_out.write(SiteInfo.normalize(site, head.title)[0] + "\n")
@@ -259,8 +258,8 @@ class PageTimeout(Exception):
 def _time_limit(seconds: float) -> Iterator[None]:
     """Interrupt the block after ``seconds`` (SIGALRM; main thread only).
 
-    Off the main thread (e.g. a thread task runner) a signal cannot be used; the
-    caller then checks the elapsed time afterwards and rejects the page anyway.
+    :func:`ingest_batch` runs every parse on a main thread (in a child process when
+    called from another thread); the caller also checks the elapsed time afterwards.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -312,37 +311,57 @@ def _parse_ts(s: str | None) -> datetime | None:
         return None
 
 
-def _run_ids(cfg: Config, table: str, column: str) -> set:
-    return set(read_table(cfg.run.out, table, run=cfg.run_id, columns=[column]).column(column).to_pylist())
+def dump_identity(path: Path) -> dict[str, Any]:
+    """What identifies a dump's content cheaply: name, size and a hash of its first and last 64 KiB
+    (hashing a multi-GB dump on every run would cost minutes; a copy elsewhere has the same identity)."""
+    st = path.stat()
+    h = hashlib.blake2b(digest_size=10)
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 16))
+        f.seek(max(0, st.st_size - (1 << 16)))
+        h.update(f.read())
+    return {"name": path.name, "size": st.st_size, "digest": h.hexdigest()}
 
 
-def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
-    """Parse one batch and write its pages / links_raw / redirects_raw / rejects shards.
+@dataclass
+class ParsedBatch:
+    """What one batch's parse produced (rows for the tables, rejects), before it is committed."""
 
-    Idempotent: a batch recorded in ``ingest_batches`` is skipped; a batch cut
-    short between shards writes only the shards it is missing.
-    """
+    pages: list[dict]
+    links: pa.Table
+    redirects: list[dict]
+    rejects: list[dict]
+    raw_pages: int
+
+
+def ingest_batch(cfg: Config, batch: IngestBatch) -> tuple[ParsedBatch, dict]:
+    """Parse one batch; returns its rows and its ``ingest_batches`` stats row (not yet committed).
+
+    Off the main thread the parse runs in a child process, so the page time limit holds."""
     t0 = time.monotonic()
-    out, run = cfg.run.out, cfg.run_id
-    # Marker files make the common cases free: a fresh batch (no .started) needs no table reads,
-    # a finished one is skipped at once if the ingest_batches shard its .done marker names still
-    # exists (one stat; tables deleted by hand make the marker stale). Only a batch that died
-    # part-way, or whose marker is stale, pays for reading the tables to find which shards exist.
-    marks = Path(batch.titles_path).parent / "runs" / run
-    mark_started, mark_done = marks / f"{batch.batch_id}.started", marks / f"{batch.batch_id}.done"
-    if mark_done.exists():
-        shard = mark_done.read_text(encoding="utf-8").strip()
-        if shard and (table_dir(out, "ingest_batches") / shard).exists():
-            return {"batch_id": batch.batch_id, "skipped": True}
-        mark_done.unlink(missing_ok=True)
-    partial = mark_started.exists()
-    if partial and batch.batch_id in _run_ids(cfg, "ingest_batches", "batch_id"):
-        return {"batch_id": batch.batch_id, "skipped": True}
+    if threading.current_thread() is threading.main_thread():
+        parsed = parse_batch(cfg.graph.model_dump(mode="json"), batch)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: forking a process whose other threads hold locks can deadlock the child.
+        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+            parsed = pool.submit(parse_batch, cfg.graph.model_dump(mode="json"), batch).result()
+    stats = {"batch_id": batch.batch_id, "source": batch.source, "index": batch.index, "pages": len(parsed.pages),
+             "redirects": len(parsed.redirects), "links": parsed.links.num_rows, "rejects": len(parsed.rejects),
+             "seconds": time.monotonic() - t0}
+    return parsed, stats
+
+
+def parse_batch(graph: dict[str, Any], batch: IngestBatch) -> ParsedBatch:
+    """Parse the pages of one batch (``graph`` is the ``[graph]`` config section as a dict).
+
+    Must run on a main thread: the page time limit is a SIGALRM."""
     site = SiteInfo.from_dict(batch.site)
     titles = _titles(batch.titles_path)
-    namespaces = set(cfg.graph.namespaces)
-    limit = cfg.graph.page_timeout_s
-
+    namespaces = set(graph["namespaces"])
+    limit = graph["page_timeout_s"]
     pages: dict[int, dict] = {}
     links: dict[int, tuple[str, list[wikitext.LinkRow]]] = {}
     redirects: dict[str, dict] = {}
@@ -351,9 +370,11 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
     blocks = open_blocks(Path(batch.path), batch.start, batch.end) if batch.kind == "multistream" \
         else _ZstdBlocks(batch.path)
     seen = 0
+    last_title: str | None = None
     for item in iter_pages(blocks, want_header=False):
         if isinstance(item, DumpBreak):
-            rejects.append(_reject(item.reason, "", item.detail, step="read_dump"))
+            where = f"; last complete page: {last_title!r}" if last_title else "; no complete page before it"
+            rejects.append(_reject(item.reason, "", item.detail + where, step="read_dump"))
             continue
         seen += 1
         try:
@@ -422,20 +443,13 @@ def ingest_batch(cfg: Config, batch: IngestBatch) -> dict:
             "wikitext_bytes": len(text.encode("utf-8")), "red_links": red_links, "source": batch.source,
         }
         links[page_id] = (title, parsed.links)
+        last_title = title
     if blocks.error is not None:  # multistream byte range that does not decompress
-        rejects.append(_reject(blocks.error.reason, "", blocks.error.detail, step="read_dump"))
+        where = f"; last complete page: {last_title!r}" if last_title else "; no complete page before it"
+        rejects.append(_reject(blocks.error.reason, "", blocks.error.detail + where, step="read_dump"))
 
-    link_table = _link_table(batch.batch_id, links)
-    marks.mkdir(parents=True, exist_ok=True)
-    mark_started.touch()
-    _write_missing(cfg, batch, rejects, link_table, list(redirects.values()), list(pages.values()), partial)
-    seconds = time.monotonic() - t0
-    stats = {"batch_id": batch.batch_id, "source": batch.source, "index": batch.index, "pages": len(pages),
-             "redirects": len(redirects), "links": link_table.num_rows, "rejects": len(rejects), "seconds": seconds}
-    info = write_shard(out, "ingest_batches", pa.Table.from_pylist([stats]), run_id=run,
-                       config_hash=cfg.config_hash())
-    mark_done.write_text(info.path, encoding="utf-8")
-    return {**stats, "skipped": False, "raw_pages": seen}
+    return ParsedBatch(list(pages.values()), _link_table(batch.batch_id, links), list(redirects.values()), rejects,
+                       seen)
 
 
 def _link_table(batch_id: str, links: dict[int, tuple[str, list[wikitext.LinkRow]]]) -> pa.Table:
@@ -452,91 +466,3 @@ def _link_table(batch_id: str, links: dict[int, tuple[str, list[wikitext.LinkRow
         "anchor": [lk.anchor for lk in every], "sentence": [lk.sentence for lk in every],
         "position": [lk.position for lk in every], "in_lead": [lk.in_lead for lk in every],
     }, schema=schema_for("links_raw"))
-
-
-def _write_missing(cfg: Config, batch: IngestBatch, rejects: list[dict], link_table: pa.Table,
-                   redirect_rows: list[dict], page_rows: list[dict], partial: bool) -> None:
-    """Write each table's shard unless an earlier, interrupted attempt (``partial``) already wrote it."""
-    out, run, ch = cfg.run.out, cfg.run_id, cfg.config_hash()
-
-    def put(table: str, rows: list[dict] | pa.Table) -> None:
-        if len(rows):
-            data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema_for(table))
-            write_shard(out, table, data, run_id=run, config_hash=ch)
-
-    if not partial:
-        put("rejects", rejects)
-        put("links_raw", link_table)
-        put("redirects_raw", redirect_rows)
-        put("pages", page_rows)
-        return
-    if rejects:
-        done = set(zip(*[read_table(out, "rejects", run=run, columns=[c]).column(c).to_pylist()
-                         for c in ("step", "detail")], strict=True))
-        put("rejects", [r for r in rejects if (r["step"], r["detail"]) not in done])
-    if link_table.num_rows and batch.batch_id not in _run_ids(cfg, "links_raw", "batch_id"):
-        put("links_raw", link_table)
-    if redirect_rows and batch.batch_id not in _run_ids(cfg, "redirects_raw", "batch_id"):
-        put("redirects_raw", redirect_rows)
-    if page_rows:
-        have = _run_ids(cfg, "pages", "page_id")
-        put("pages", [r for r in page_rows if r["page_id"] not in have])
-
-
-# ----------------------------------------------------------------------------- the whole stage
-
-
-def _pool_ingest(cfg: Config, batch: IngestBatch) -> dict:
-    return ingest_batch(cfg, batch)
-
-
-def run_ingest(cfg: Config, *, progress: bool = False) -> dict:
-    """Plan, ingest every pending batch on ``cfg.graph.workers`` processes, then build the graph."""
-    from hopforge.graph.build import build_graph
-
-    t0 = time.monotonic()
-    batches = plan_ingest(cfg)
-    t_plan = time.monotonic() - t0
-    done = _run_ids(cfg, "ingest_batches", "batch_id")
-    pending = [b for b in batches if b.batch_id not in done]
-    results: list[dict] = []
-    bar = None
-    if progress:
-        from rich.console import Console
-        from rich.progress import Progress
-
-        bar = Progress(console=Console(stderr=True))  # stdout stays clean for the JSON stats
-        bar.start()
-        task = bar.add_task("ingest batches", total=len(batches), completed=len(batches) - len(pending))
-    try:
-        if cfg.graph.workers > 1 and len(pending) > 1:
-            # fork: works from any caller (spawn/forkserver re-import __main__, which breaks unguarded
-            # scripts and notebooks); the flows wiring calls ingest_batch per task instead of this pool.
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(max_workers=min(cfg.graph.workers, len(pending)), mp_context=ctx) as pool:
-                futures = [pool.submit(_pool_ingest, cfg, b) for b in pending]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    if bar:
-                        bar.advance(task)
-        else:
-            for b in pending:
-                results.append(ingest_batch(cfg, b))
-                if bar:
-                    bar.advance(task)
-    finally:
-        if bar:
-            bar.stop()
-    t_ingest = time.monotonic() - t0 - t_plan
-    graph = build_graph(cfg)
-    return {
-        "dump": batches[0].source if batches else None,
-        "batches": len(batches), "batches_skipped": len(batches) - len(pending),
-        "pages": sum(r.get("pages", 0) for r in results),
-        "redirects": sum(r.get("redirects", 0) for r in results),
-        "links_raw": sum(r.get("links", 0) for r in results),
-        "rejects": sum(r.get("rejects", 0) for r in results),
-        "seconds_plan": round(t_plan, 3), "seconds_ingest": round(t_ingest, 3),
-        "seconds": round(time.monotonic() - t0, 3),
-        "graph": graph,
-    }

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from hopforge.errors import StorageError
 from hopforge.storage import read_table
-from hopforge.storage.arrays import latest_run, load_arrays
+from hopforge.storage.arrays import latest_run, load_csr
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -40,17 +40,16 @@ class LinkGraph:
     @classmethod
     def load(cls, out: str | Path, run: str | None = None) -> LinkGraph:
         """Load the latest (or given) run's graph; arrays are memory-mapped, not read."""
-        run = run or latest_run(out, "graph")
-        if run is None:
+        if run is None and latest_run(out, "graph") is None:
             raise StorageError(f"no graph under {out}; run `hopforge ingest` first")
-        arrays, meta = load_arrays(out, "graph", run)
+        csr = load_csr(out, run)
+        run = csr.run
         nodes = read_table(out, "nodes", run=run, columns=["node", "title", "page_id"]).sort_by("node")
         red = read_table(out, "redirects", run=run, columns=["title", "target", "target_id"])
         redirects = {t: g for t, g, i in zip(red.column("title").to_pylist(), red.column("target").to_pylist(),
                                              red.column("target_id").to_pylist(), strict=True) if i is not None}
-        return cls(arrays["indptr"], arrays["indices"], nodes.column("title").to_pylist(),
-                   nodes.column("page_id").to_numpy(), arrays.get("edge_position"), arrays.get("edge_in_lead"),
-                   redirects, meta)
+        return cls(csr.indptr, csr.indices, nodes.column("title").to_pylist(), nodes.column("page_id").to_numpy(),
+                   csr.edge_position, csr.edge_in_lead, redirects, csr.meta)
 
     # -- basics
     @property

@@ -14,6 +14,7 @@ example rows sit in ``<pre>`` blocks where Markdown is not interpreted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 import re
 import site
 import sys
@@ -124,14 +125,15 @@ CARD_QUERIES: dict[str, str] = {
 }
 
 
-def card_stats(out: str | Path) -> dict[str, list[dict[str, Any]]]:
+def card_stats(out: str | Path, selection: Mapping[str, Sequence[str]] | None = None
+               ) -> dict[str, list[dict[str, Any]]]:
     """Run every card query (plus the example turns) in one guarded catalog; rows as dicts.
 
     Same views, guard and read-only lock as :func:`query_arrow` (and so ``hopforge sql``),
     opened once: building the catalog costs ~0.5 s, and a card runs ~16 queries.
     """
     stats: dict[str, list[dict[str, Any]]] = {}
-    with open_catalog(out) as con:
+    with open_catalog(out, selection) as con:
         for name, sql in CARD_QUERIES.items():
             stats[name] = _run(con, sql)
         stats["example_turns"] = []
@@ -325,8 +327,10 @@ def _examples(stats: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return examples
 
 
-def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | None = None) -> Path:
-    """Write ``dest/README.md`` (and ``dest/plots/*.png``) for the export in ``dest``."""
+def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | None = None,
+                selection: Mapping[str, Sequence[str]] | None = None) -> Path:
+    """Write ``dest/README.md`` (and ``dest/plots/*.png``) for the export in ``dest``; the figures come
+    from the partitions ``selection`` names (the export's chain; None: every partition)."""
     dest = Path(dest)
     manifest_path = dest / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -336,7 +340,7 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
     except orjson.JSONDecodeError as e:
         raise StorageError(f"{manifest_path}: unreadable export manifest ({e})") from None
     out = Path(cfg.run.out)
-    stats = card_stats(out)
+    stats = card_stats(out, selection)
     plots = draw_plots(stats, dest / "plots")
     samples = manifest["counts"]["samples"]
     n_samples = sum(samples.values())

@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -292,11 +292,11 @@ class _SplitWriter:
             f.close()
 
 
-def _source_runs(out: Path) -> dict[str, Any]:
+def _source_runs(out: Path, selection: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
     runs, hashes = {}, set()
     for table in ("pages", "links", "walks", "questions", "trajectories", "turns", "turn_labels", "kept", "rejects",
                   "difficulty"):
-        entries = read_manifest(out, table)
+        entries = [e for e in read_manifest(out, table) if selection is None or e.run in selection.get(table, ())]
         if entries:
             runs[table] = sorted({e.run for e in entries})
             hashes |= {e.config_hash for e in entries if e.config_hash}
@@ -319,8 +319,10 @@ def _check_destination(out: Path, dest: Path, overwrite: bool) -> None:
 
 
 def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected: bool = False,
-                   overwrite: bool = False) -> dict[str, Any]:
+                   overwrite: bool = False, selection: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Export kept trajectories of ``cfg.run.out`` to ``dest`` in ``fmt``; returns the manifest (stats).
+
+    ``selection`` names the partitions to read (one chain of stage runs); None reads every partition.
 
     Writes to a staging directory beside ``dest`` and moves it into place at the
     end, so a failed export never leaves a half-written dataset behind and an
@@ -337,7 +339,7 @@ def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected:
     previous = dest.parent / f".{dest.name}.previous-{tag}"
     staging.mkdir()
     try:
-        manifest = _export_into(cfg, fmt, out, staging, include_rejected)
+        manifest = _export_into(cfg, fmt, out, staging, include_rejected, selection)
         manifest["seconds"] = round(time.monotonic() - started, 3)
         (staging / MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         if dest.exists():
@@ -350,7 +352,8 @@ def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected:
     return manifest
 
 
-def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected: bool) -> dict[str, Any]:
+def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected: bool,
+                 selection: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
     ecfg = cfg.export
     meta_sql, turns_sql = _select_sql(include_rejected)
     writer = _SplitWriter(root, SCHEMAS[fmt], ecfg.rows_per_shard, jsonl=fmt == "openai-jsonl")
@@ -365,7 +368,7 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
     }
     questions: dict[str, set[str]] = {s: set() for s in SPLITS}
     try:
-        with open_catalog(out) as con:
+        with open_catalog(out, selection) as con:
             meta = {r["trajectory_id"]: r for r in con.sql(meta_sql).to_arrow_table().to_pylist()}
             seen: set[str] = set()
             for tid, turns in _turn_groups(con, turns_sql):
@@ -386,7 +389,7 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
         "hopforge_version": __version__,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config_hash": cfg.config_hash(),
-        "source": {"out": str(out), **_source_runs(out)},
+        "source": {"out": str(out), **_source_runs(out, selection)},
         "selection": "kept + rejected (analysis only)" if include_rejected else "kept",
         "include_rejected": include_rejected,
         "split": {"by": "question_id", "hash": "blake2b-64", "validation_fraction": ecfg.validation_fraction},
@@ -398,7 +401,8 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
         },
         "windowing": {"window_turns": ecfg.window_turns,
                       "summary": "rollout context summary where present, else deterministic summary of prior calls"},
-        "loss_weights": {"source": "turn_labels.loss_weight (latest labelling run)",
+        "loss_weights": {"source": "turn_labels.loss_weight (the labelling run of this chain)" if selection
+                         else "turn_labels.loss_weight (latest labelling run)",
                          "unlabelled_assistant_default": ecfg.unlabelled_weight,
                          "non_assistant": 0.0},
         "tools": [t["function"]["name"] for t in TOOL_SCHEMAS],

@@ -4,10 +4,11 @@ One coroutine per trajectory; the :class:`~hopforge.llm.client.Teacher`
 bounds requests in flight globally (``rollout.max_in_flight``) and retries
 transient failures. Each trajectory ends when the model answers, or at the turn
 limit, the token budget, or an unrecoverable teacher error, and is then written
-(turn rows first, then its trajectory row) in shards flushed every
-``rollout.flush_every`` trajectories or ``rollout.flush_seconds``. A re-run skips
-trajectory ids already in ``trajectories``, so a kill -9 loses only the
-trajectories in flight (and rows buffered since the last flush).
+with its turns: every flush (``rollout.flush_every`` trajectories or
+``rollout.flush_seconds``) commits one ``turns`` and one ``trajectories`` shard as a
+group, so a kill at any point leaves each trajectory either fully written or absent.
+A re-run of a batch skips the trajectory ids its earlier flushes committed, so a
+kill -9 loses only the trajectories in flight and those buffered since the last flush.
 
 Token budget: the sum of completion tokens plus estimated observation tokens,
 i.e. the new content a trajectory adds (prompt tokens re-counted every turn would
@@ -33,27 +34,19 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from hopforge.config import Config
-from hopforge.errors import StorageError, TeacherError
-from hopforge.storage import content_id, existing_ids, read_table, schema_for, write_shard
+from hopforge.errors import TeacherError
+from hopforge.storage import content_id, schema_for
 from hopforge.rollouts.environment import Environment
 from hopforge.rollouts.protocol import ChatProtocol, ModelTurn, TextProtocol, make_protocol
-from hopforge.llm.client import Teacher, make_teacher
+from hopforge.llm.client import Teacher
 
 log = logging.getLogger(__name__)
 
 OBS_CHARS_PER_TOKEN = 4.0  # observation token estimate when the server reports none
 
 
-@dataclass(frozen=True)
-class RolloutBatch:
-    """Picklable work unit: (question_id, attempt) pairs not yet rolled out."""
-
-    index: int
-    items: tuple[tuple[str, int], ...]
-
-
 @dataclass
-class RolloutStats:
+class LiveStats:
     trajectories: int = 0
     turns: int = 0
     tokens: int = 0
@@ -76,43 +69,19 @@ def trajectory_id(question_id: str, attempt: int, model: str, seed: int) -> str:
     return content_id(question_id, attempt, model, seed)
 
 
-def _questions(cfg: Config) -> pa.Table:
-    q = read_table(cfg.run.out, "questions", columns=["question_id", "question", "answer", "path", "passed"])
-    if q.num_rows == 0:
-        raise StorageError(f"no questions under {cfg.run.out / 'questions'}: run `hopforge questions` first")
-    return q
-
-
-def plan_rollouts(cfg: Config) -> list[RolloutBatch]:
-    """Batches of (question_id, attempt) whose trajectory id is not written yet."""
-    q = _questions(cfg)
-    done = existing_ids(cfg.run.out, "trajectories", "trajectory_id")
-    items: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    for qid, passed in zip(q.column("question_id").to_pylist(), q.column("passed").to_pylist(), strict=True):
-        if passed is False or qid in seen:
-            continue
-        seen.add(qid)
-        for attempt in range(cfg.rollout.attempts_per_question):
-            if trajectory_id(qid, attempt, cfg.teacher.model, cfg.run.seed) not in done:
-                items.append((qid, attempt))
-    n = cfg.rollout.batch_questions
-    return [RolloutBatch(i // n, tuple(items[i:i + n])) for i in range(0, len(items), n)]
-
-
 class TrajectorySink:
-    """Buffers finished trajectories and writes turns, then trajectories, as shards.
+    """Buffers finished trajectories and commits each flush's turns and trajectories as one group.
 
-    The Parquet encode + fsync runs in a worker thread so the event loop keeps
-    serving the other trajectories while a shard is written.
+    ``commit`` is ``StageRun.commit`` bound to the batch (any callable taking the tables works).
+    The Parquet encode + fsync runs in a worker thread so the event loop keeps serving the
+    other trajectories while a shard is written.
     """
 
-    def __init__(self, cfg: Config) -> None:
-        self.out = cfg.run.out
-        self.run_id = cfg.run_id
-        self.config_hash = cfg.config_hash()
-        self.flush_every = cfg.rollout.flush_every
-        self.flush_seconds = cfg.rollout.flush_seconds
+    def __init__(self, commit: Callable[[dict[str, pa.Table]], Any], *, flush_every: int,
+                 flush_seconds: float) -> None:
+        self.commit = commit
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
         self._turns: list[dict[str, Any]] = []
         self._trajs: list[dict[str, Any]] = []
         self._last = time.monotonic()
@@ -136,25 +105,20 @@ class TrajectorySink:
         self.written += len(trajs)
 
     def _write(self, turns: list[dict[str, Any]], trajs: list[dict[str, Any]]) -> None:
-        # Turns first: a crash between the two leaves turns without a trajectory row, which the
-        # next run closes as interrupted (close_orphans) instead of writing the turns twice.
-        if turns:
-            write_shard(self.out, "turns", pa.Table.from_pylist(turns, schema=schema_for("turns")),
-                        run_id=self.run_id, config_hash=self.config_hash)
-        write_shard(self.out, "trajectories", pa.Table.from_pylist(trajs, schema=schema_for("trajectories")),
-                    run_id=self.run_id, config_hash=self.config_hash)
+        self.commit({"turns": pa.Table.from_pylist(turns, schema=schema_for("turns")),
+                     "trajectories": pa.Table.from_pylist(trajs, schema=schema_for("trajectories"))})
 
 
 class RolloutEngine:
     """Runs trajectories against one teacher and one environment."""
 
     def __init__(self, cfg: Config, teacher: Teacher, env: Environment, sink: TrajectorySink | None,
-                 stats: RolloutStats | None = None, protocol: ChatProtocol | TextProtocol | None = None) -> None:
+                 stats: LiveStats | None = None, protocol: ChatProtocol | TextProtocol | None = None) -> None:
         self.cfg = cfg
         self.teacher = teacher
         self.env = env
         self.sink = sink
-        self.stats = stats or RolloutStats()
+        self.stats = stats or LiveStats()
         t = cfg.teacher
         self.protocol: ChatProtocol | TextProtocol = protocol or make_protocol(
             teacher.kind, teacher.model, max_tokens=t.max_tokens, temperature=t.temperature,
@@ -309,103 +273,23 @@ class RolloutEngine:
                 await self.sink.flush()
 
 
-def _items(cfg: Config, batches: list[RolloutBatch]) -> list[tuple[str, str, int]]:
-    q = _questions(cfg)
-    text = dict(zip(q.column("question_id").to_pylist(), q.column("question").to_pylist(), strict=True))
-    done = existing_ids(cfg.run.out, "trajectories", "trajectory_id")
-    out = []
-    for b in batches:
-        for qid, attempt in b.items:
-            if trajectory_id(qid, attempt, cfg.teacher.model, cfg.run.seed) not in done:
-                out.append((qid, text[qid], attempt))
-    return out
+async def run_engine(cfg: Config, teacher: Teacher, env: Environment, sink: TrajectorySink | None,
+                     items: list[tuple[str, str, int]], stats: LiveStats | None = None,
+                     progress: Callable[[LiveStats], None] | None = None) -> LiveStats:
+    """Roll out ``items`` (question_id, question, attempt) with a live progress callback (4 Hz)."""
+    stats = stats or LiveStats()
+    engine = RolloutEngine(cfg, teacher, env, sink, stats)
+    ticker = asyncio.create_task(_tick(progress, stats)) if progress else None
+    try:
+        await engine.run(items)
+    finally:
+        if ticker:
+            ticker.cancel()
+            progress(stats)  # type: ignore[misc]
+    return stats
 
 
-INTERRUPTED = ("interrupted: the process died after writing this trajectory's turns and before its "
-               "trajectory row; closed on resume")
-
-
-def close_orphans(cfg: Config, items: list[tuple[str, str, int]]) -> tuple[list[tuple[str, str, int]], int]:
-    """Write a trajectory row (status "error") for each item whose turns exist without one.
-
-    A crash between the turns shard and the trajectories shard of one flush leaves such turns.
-    Re-rolling them would write a second set of turns under the same (trajectory_id, turn_index),
-    so instead the turns already written are kept and their trajectory is closed as interrupted.
-    Only this batch's ids are considered, so concurrent workers on other batches are unaffected.
-    Returns the items still to roll out and the number closed.
-    """
-    tids = {trajectory_id(qid, a, cfg.teacher.model, cfg.run.seed): (qid, a) for qid, _, a in items}
-    turns = read_table(cfg.run.out, "turns", columns=["trajectory_id", "role", "tool_name", "tokens_in",
-                                                      "tokens_out", "parse_error"])
-    if turns.num_rows == 0:
-        return items, 0
-    import pyarrow.compute as pc
-
-    mine = turns.filter(pc.is_in(turns.column("trajectory_id"), value_set=pa.array(list(tids), pa.string())))
-    orphans = set(mine.column("trajectory_id").to_pylist())
-    if not orphans:
-        return items, 0
-    rows = []
-    for tid in sorted(orphans):
-        t = mine.filter(pc.equal(mine.column("trajectory_id"), tid)).to_pylist()
-        asst = [r for r in t if r["role"] == "assistant"]
-        qid, attempt = tids[tid]
-        rows.append({"trajectory_id": tid, "question_id": qid, "attempt": attempt, "teacher_backend": cfg.teacher.backend,
-                     "teacher_model": cfg.teacher.model, "status": "error", "num_turns": len(asst),
-                     "num_tool_calls": sum(1 for r in asst if r["tool_name"]),
-                     "tokens_in": sum(r["tokens_in"] or 0 for r in asst),
-                     "tokens_out": sum(r["tokens_out"] or 0 for r in asst), "retries": 0,
-                     "errors": sum(1 for r in asst if r["parse_error"]) + 1, "context_events": 0,
-                     "error": INTERRUPTED})
-    write_shard(cfg.run.out, "trajectories", pa.Table.from_pylist(rows, schema=schema_for("trajectories")),
-                run_id=cfg.run_id, config_hash=cfg.config_hash())
-    log.warning("closed %d interrupted trajectories whose turns were written before a crash", len(rows))
-    return [it for it in items if trajectory_id(it[0], it[2], cfg.teacher.model, cfg.run.seed) not in orphans], len(rows)
-
-
-async def _run_async(cfg: Config, batches: list[RolloutBatch], *, policy: Any = None,
-                     progress: Callable[[RolloutStats], None] | None = None,
-                     stats: RolloutStats | None = None) -> dict[str, Any]:
-    stats = stats or RolloutStats()
-    items = _items(cfg, batches)
-    stats.skipped = sum(len(b.items) for b in batches) - len(items)
-    items, closed = close_orphans(cfg, items)
-    stats.status["interrupted_closed"] = closed
-    if not closed:
-        del stats.status["interrupted_closed"]
-    if not items:
-        return {**stats.as_dict(), "written": closed}
-    env = await asyncio.to_thread(Environment.from_tables, cfg.run.out, page_chars=cfg.rollout.page_chars)
-    sink = TrajectorySink(cfg)
-    async with make_teacher(cfg, policy=policy) as teacher:
-        engine = RolloutEngine(cfg, teacher, env, sink, stats)
-        ticker = asyncio.create_task(_tick(progress, stats)) if progress else None
-        try:
-            await engine.run(items)
-        finally:
-            if ticker:
-                ticker.cancel()
-                progress(stats)  # type: ignore[misc]
-    d = stats.as_dict()
-    d["written"] = sink.written + closed
-    return d
-
-
-async def _tick(progress: Callable[[RolloutStats], None], stats: RolloutStats) -> None:
+async def _tick(progress: Callable[[LiveStats], None], stats: LiveStats) -> None:
     while True:
         progress(stats)
         await asyncio.sleep(0.25)
-
-
-def roll_out_batch(cfg: Config, batch: RolloutBatch, *, policy: Any = None) -> dict[str, Any]:
-    """Roll out one batch (skipping trajectories already written); returns stats."""
-    return asyncio.run(_run_async(cfg, [batch], policy=policy))
-
-
-def run_rollouts(cfg: Config, *, policy: Any = None,
-                 progress: Callable[[RolloutStats], None] | None = None) -> dict[str, Any]:
-    """Plan and roll out every pending trajectory with one teacher; returns stats."""
-    batches = plan_rollouts(cfg)
-    if not batches:
-        return {**RolloutStats().as_dict(), "written": 0}
-    return asyncio.run(_run_async(cfg, batches, policy=policy, progress=progress))

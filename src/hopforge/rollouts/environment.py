@@ -32,6 +32,8 @@ import pyarrow.parquet as pq
 
 from hopforge.errors import StorageError
 from hopforge.storage import read_manifest, read_table
+from hopforge.storage.arrays import latest_run
+from hopforge.text.titles import normalize_title
 
 log = logging.getLogger(__name__)
 # bm25s logs every index build at DEBUG through its own handler; keep it out of our CLI output.
@@ -51,12 +53,6 @@ class SearchHit:
     title: str
     snippet: str
     score: float
-
-
-def normalise_title(title: str) -> str:
-    """MediaWiki title normalisation: underscores are spaces, first letter upper."""
-    t = " ".join(title.replace("_", " ").split())
-    return t[:1].upper() + t[1:] if t else t
 
 
 def paginate(text: str, page_chars: int) -> list[str]:
@@ -98,7 +94,7 @@ class Environment:
         self.page_ids = page_ids if page_ids is not None else list(range(len(titles)))
         self._text = dict(zip(titles, texts, strict=True))
         self._lower = {t.lower(): t for t in titles}
-        self._redirects = {normalise_title(k): v for k, v in (redirects or {}).items()}
+        self._redirects = {normalize_title(k): v for k, v in (redirects or {}).items()}
         self._pages_cache: dict[str, list[str]] = {}
         self._paras_cache: dict[int, list[str]] = {}  # page index -> paragraphs, for snippets
         if retriever is None or passages is None or vocab is None:
@@ -129,19 +125,23 @@ class Environment:
         return retriever, (np.asarray(page_of, np.int32), np.asarray(para_of, np.int32)), dict(tok.vocab)
 
     @classmethod
-    def from_tables(cls, out: str | Path, *, page_chars: int = 2000, cache: bool = True) -> Environment:
-        """Load pages + redirects from ``out`` and the BM25 index from its cache (or build it)."""
+    def from_tables(cls, out: str | Path, run: str | None = None, *, page_chars: int = 2000,
+                    cache: bool = True) -> Environment:
+        """Load pages + redirects of graph stage run ``run`` (default: the latest complete graph) and
+        the BM25 index from its cache (or build it). One run only: two ingests in one OUT never
+        give duplicate passages."""
         t0 = time.perf_counter()
-        pages = read_table(out, "pages", columns=["page_id", "title", "text"])
-        if pages.num_rows == 0:
-            raise StorageError(f"no pages under {Path(out) / 'pages'}: run `hopforge ingest` first")
-        redirects = read_table(out, "redirects", columns=["title", "target"])
+        run = run or latest_run(out, "graph")
+        pages = read_table(out, "pages", run=run, columns=["page_id", "title", "text"]) if run else None
+        if pages is None or pages.num_rows == 0:
+            raise StorageError(f"no pages under {Path(out) / 'pages'} (graph run {run}): run `hopforge ingest` first")
+        redirects = read_table(out, "redirects", run=run, columns=["title", "target"])
         titles = pages.column("title").to_pylist()
         texts = [t or "" for t in pages.column("text").to_pylist()]
         page_ids = pages.column("page_id").to_pylist()
         red = {k: v for k, v in zip(redirects.column("title").to_pylist(), redirects.column("target").to_pylist(),
                                     strict=True) if v}
-        key = _cache_key(out)
+        key = _cache_key(out, run)
         cache_dir = Path(out) / "_cache" / f"bm25-{key}"
         if cache and (cache_dir / "done").exists():
             retriever = bm25s.BM25.load(str(cache_dir), mmap=False, show_progress=False, verbosity=0)
@@ -211,7 +211,7 @@ class Environment:
         """The canonical title for ``title`` (exact, normalised, redirect, then case-insensitive)."""
         if title in self._text:
             return title
-        t = normalise_title(title)
+        t = normalize_title(title)
         if t in self._text:
             return t
         target = self._redirects.get(t)
@@ -242,15 +242,16 @@ class Environment:
         pages = self.pages_of(canonical)
         if page < 0 or page >= len(pages):
             return f"Page {canonical!r} has pages 0 to {len(pages) - 1}; page {page} does not exist."
-        via = f" (redirected from {title!r})" if normalise_title(title) != canonical else ""
+        via = f" (redirected from {title!r})" if normalize_title(title) != canonical else ""
         more = f" Call visit with page={page + 1} for more." if page + 1 < len(pages) else ""
         return f"Page: {canonical}{via} [page {page} of 0-{len(pages) - 1}]{more}\n\n{pages[page]}"
 
 
-def _cache_key(out: str | Path) -> str:
-    """Hash of the pages/redirects shards' checksums + index settings."""
+def _cache_key(out: str | Path, run: str) -> str:
+    """Hash of the run's pages/redirects shards' checksums + index settings."""
     h = hashlib.sha256(f"v{INDEX_VERSION}|{TOKEN_RE.pattern}|{MIN_PASSAGE_CHARS}|bm25s{bm25s.__version__}".encode())
     for table in ("pages", "redirects"):
         for info in read_manifest(out, table):
-            h.update(f"{table}:{info.path}:{info.sha256}".encode())
+            if info.run == run:
+                h.update(f"{table}:{info.path}:{info.sha256}".encode())
     return h.hexdigest()[:16]

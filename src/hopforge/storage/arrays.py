@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,35 @@ def load_arrays(out: str | Path, name: str, run_id: str | None = None,
         raise StorageError(f"array set {d} is incomplete (no meta.json)") from None
     arrays = {k: np.load(d / f"{k}.npy", mmap_mode="r" if mmap else None, allow_pickle=False) for k in doc["files"]}
     return arrays, doc["meta"]
+
+
+CSR_KEYS = ("indptr", "indices", "edge_position", "edge_in_lead")
+
+
+@dataclass
+class CSR:
+    """The link graph as written by the graph stage: row pointers, column indices, and per edge
+    the position of its link in the source page and whether it sits in the lead."""
+
+    run: str
+    indptr: np.ndarray  # int64, n_nodes + 1
+    indices: np.ndarray  # int32 destination nodes, sorted within each row
+    edge_position: np.ndarray  # int32
+    edge_in_lead: np.ndarray  # bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.indptr) - 1
+
+
+def load_csr(out: str | Path, run: str | None = None) -> CSR:
+    """The graph array set of ``run`` (default: the latest complete one), memory-mapped: the one
+    CSR loader that every reader of the graph uses."""
+    arrays, meta = load_arrays(out, "graph", run)
+    missing = set(CSR_KEYS) - arrays.keys()
+    if missing:
+        raise StorageError(f"graph array set under {Path(out) / 'arrays' / 'graph'} (run={run or meta.get('run')}) "
+                           f"lacks {sorted(missing)}; re-run the graph stage")
+    return CSR(run or meta.get("run") or latest_run(out, "graph") or "", arrays["indptr"], arrays["indices"],
+               arrays["edge_position"], arrays["edge_in_lead"], dict(meta))

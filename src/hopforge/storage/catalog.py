@@ -1,17 +1,24 @@
 """Query the shards in place: a read-only DuckDB catalog and polars scans.
 
-``open_catalog`` builds a small DuckDB database of views (one per table, over
-the shard globs: nothing is copied), reopens it read-only and locks it down:
+``open_catalog`` builds a small DuckDB database of views (nothing is copied), reopens
+it read-only and locks it down:
 file access is limited to the output directory, extension auto-install and
 auto-load are off, and the configuration is locked so a query cannot undo it.
 ``guard_sql`` additionally refuses anything but one SELECT/EXPLAIN statement.
+
+Views: ``<table>`` reads the partitions (``run=``) a *selection* names, so a query sees
+one consistent set of stage outputs (the caller decides which: ``hopforge.stage``
+resolves a config's chain, or the most recent complete one); ``<table>_all`` reads
+every partition. Both carry the ``run`` column and never show a row twice: rows are
+deduplicated by the table's id columns within a partition, as a last line of
+defence behind the writers' leases.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +27,7 @@ import duckdb
 import polars as pl
 
 from hopforge.errors import SQLGuardError, StorageError
-from hopforge.storage.schemas import SCHEMAS, schema_for
+from hopforge.storage.schemas import ID_COLUMNS, SCHEMAS, schema_for
 from hopforge.storage.shards import read_manifest, shard_paths, table_dir, verify
 
 ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -48,6 +55,9 @@ def guard_sql(sql: str) -> str:
     return sql
 
 
+Selection = Mapping[str, Sequence[str]]  # table -> the partitions (run ids) its view reads
+
+
 def _glob(out: Path, table: str, run: str | None = None) -> str:
     run_part = f"run={run}" if run else "run=*"
     return str(table_dir(out, table).resolve() / run_part / "part-*.parquet")
@@ -60,26 +70,39 @@ def _latest_run(out: Path, table: str) -> str | None:
     return max(entries, key=lambda e: e.created_at).run
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, out: Path) -> None:
+def _runs_with_data(out: Path, table: str, runs: Sequence[str] | None) -> list[str | None]:
+    if runs is None:
+        return [None] if shard_paths(out, table) else []
+    return [r for r in runs if shard_paths(out, table, r)]
+
+
+def _source(con: duckdb.DuckDBPyConnection, name: str, out: Path, table: str, runs: Sequence[str] | None) -> None:
+    """A view ``name`` over the shards of ``table`` in ``runs`` (None: every run), deduplicated by id."""
+    have = _runs_with_data(out, table, runs)
+    if not have:
+        empty = schema_for(table).empty_table()  # noqa: F841  (read by DuckDB by name)
+        con.execute(f"CREATE TABLE {name} AS SELECT *, NULL::VARCHAR AS run FROM empty")
+        return
+    globs = ", ".join(f"'{_glob(out, table, r)}'" for r in have)
+    src = f"read_parquet([{globs}], hive_partitioning = true, union_by_name = true)"
+    ids = ", ".join(ID_COLUMNS.get(table, ()))
+    dedup = f" QUALIFY row_number() OVER (PARTITION BY run, {ids}) = 1" if ids else ""
+    con.execute(f"CREATE VIEW {name} AS SELECT * FROM {src}{dedup}")
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, out: Path, selection: Selection | None) -> None:
     for table in SCHEMAS:
         read_manifest(out, table)  # refuse newer schema versions up front
-        source = f"_{table}_data"
-        if shard_paths(out, table):
-            con.execute(
-                f"CREATE VIEW {source} AS SELECT * FROM read_parquet("
-                f"'{_glob(out, table)}', hive_partitioning = true, union_by_name = true)"
-            )
-        else:
-            empty = schema_for(table).empty_table()  # noqa: F841  (read by DuckDB by name)
-            con.execute(f"CREATE TABLE {source} AS SELECT *, NULL::VARCHAR AS run FROM empty")
-    latest_labels = _latest_run(out, LABEL_TABLE)
-    if latest_labels is not None:
-        labels_sql = (
-            f"SELECT * FROM read_parquet('{_glob(out, LABEL_TABLE, latest_labels)}', hive_partitioning = true)"
-        )
+        _source(con, f"_{table}_all_data", out, table, None)
+        _source(con, f"_{table}_data", out, table, None if selection is None else selection.get(table, []))
+    if selection is None:  # no selection: the most recent labelling run labels the turns
+        latest_labels = _latest_run(out, LABEL_TABLE)
+        labels_sql = (f"SELECT * FROM _{LABEL_TABLE}_all_data WHERE run = '{latest_labels}'"
+                      if latest_labels is not None else f"SELECT * FROM _{LABEL_TABLE}_data")
     else:
         labels_sql = f"SELECT * FROM _{LABEL_TABLE}_data"
     for table in SCHEMAS:
+        con.execute(f"CREATE VIEW {table}_all AS SELECT * FROM _{table}_all_data")
         if table == "turns":
             con.execute(
                 "CREATE VIEW turns AS SELECT t.*, l.* EXCLUDE (trajectory_id, turn_index, run) "
@@ -100,8 +123,9 @@ def _changed(out: Path) -> str:
 
 
 @contextmanager
-def open_catalog(out: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A locked-down, read-only DuckDB connection with one view per table."""
+def open_catalog(out: str | Path, selection: Selection | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A locked-down, read-only DuckDB connection with views ``<table>`` (the partitions ``selection``
+    names; None: every partition) and ``<table>_all`` (every partition)."""
     out_path = Path(out)
     if not out_path.is_dir():
         raise StorageError(f"output directory {out_path} does not exist; run a stage first or pass --out")
@@ -111,7 +135,7 @@ def open_catalog(out: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         build = duckdb.connect(str(db))
         try:
-            _create_views(build, out_path)
+            _create_views(build, out_path, selection)
         except duckdb.Error as e:  # DuckDB reads each table's first shard here: a corrupt one fails
             raise StorageError(f"cannot open the tables under {out_path}: {_first_line(e)}{_changed(out_path)}") \
                 from None
@@ -133,10 +157,11 @@ def open_catalog(out: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def query_arrow(out: str | Path, sql: str, limit: int | None = None, params: Sequence[Any] | None = None):
+def query_arrow(out: str | Path, sql: str, limit: int | None = None, params: Sequence[Any] | None = None,
+                selection: Selection | None = None):
     """Run one guarded read-only query on a fresh catalog of ``out`` and return a pyarrow Table."""
     guard_sql(sql)
-    with open_catalog(out) as con:
+    with open_catalog(out, selection) as con:
         return fetch_arrow(con, sql, params, limit)
 
 
@@ -165,20 +190,26 @@ def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] 
         raise StorageError(f"query failed: {e}") from None
 
 
-def scan(table: str, out: str | Path = "data") -> pl.LazyFrame:
-    """A polars LazyFrame over ``table``'s shards (``turns`` includes its labels)."""
+def scan(table: str, out: str | Path = "data", selection: Selection | None = None) -> pl.LazyFrame:
+    """A polars LazyFrame over ``table``'s shards in the partitions ``selection`` names (None: every
+    partition); ``turns`` includes its labels."""
     schema_for(table)
     out_path = Path(out)
     read_manifest(out_path, table)
 
-    def _scan(name: str, run: str | None = None) -> pl.LazyFrame:
-        if not shard_paths(out_path, name, run):
+    def _scan(name: str, runs: Sequence[str | None]) -> pl.LazyFrame:
+        have = [r for r in runs if shard_paths(out_path, name, r)]
+        if not have:
             return pl.from_arrow(schema_for(name).empty_table()).lazy()
-        return pl.scan_parquet(_glob(out_path, name, run), hive_partitioning=True)
+        return pl.scan_parquet([_glob(out_path, name, r) for r in have], hive_partitioning=True)
+
+    def runs_of(name: str) -> list[str | None]:
+        return [None] if selection is None else list(selection.get(name, []))
 
     if table != "turns":
-        return _scan(table)
-    labels = _scan(LABEL_TABLE, _latest_run(out_path, LABEL_TABLE))
+        return _scan(table, runs_of(table))
+    label_runs = runs_of(LABEL_TABLE) if selection is not None else [_latest_run(out_path, LABEL_TABLE)]
+    labels = _scan(LABEL_TABLE, [r for r in label_runs if r])
     if "run" in labels.collect_schema().names():
         labels = labels.drop("run")
-    return _scan("turns").join(labels, on=["trajectory_id", "turn_index"], how="left")
+    return _scan("turns", runs_of("turns")).join(labels, on=["trajectory_id", "turn_index"], how="left")

@@ -101,8 +101,8 @@ def _args(raw: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (raw or {}).items() if v is not None}
 
 
-def load_questions(out: str | Path) -> dict[str, dict[str, Any]]:
-    return {q["question_id"]: q for q in read_table(out, "questions").to_pylist()}
+def load_questions(out: str | Path, run: str | None = None) -> dict[str, dict[str, Any]]:
+    return {q["question_id"]: q for q in read_table(out, "questions", run=run).to_pylist()}
 
 
 def iter_episodes(
@@ -111,20 +111,27 @@ def iter_episodes(
     skip: set[str] | frozenset[str] = frozenset(),
     only: set[str] | None = None,
     questions: dict[str, dict[str, Any]] | None = None,
+    run: str | None = None,
+    question_run: str | None = None,
+    batch: str | None = None,
 ) -> Iterator[Episode]:
     """Episodes of every trajectory not in ``skip`` (and in ``only`` when given), in shard order.
+
+    ``run`` is the partition of ``trajectories`` and ``turns`` to read (one rollout stage run;
+    None: every partition), ``batch`` narrows it to the shards one batch committed, and
+    ``question_run`` is the partition of ``questions`` when ``questions`` is not given.
 
     A trajectory without any turn row is still yielded (with ``turns == []``) at the
     end, so the format filter can reject it instead of it vanishing.
     """
     trajectories = {
         t["trajectory_id"]: t
-        for t in read_table(out, "trajectories").to_pylist()
+        for t in read_table(out, "trajectories", run=run, batch=batch).to_pylist()
         if t["trajectory_id"] not in skip and (only is None or t["trajectory_id"] in only)
     }
     if questions is None:
-        questions = load_questions(out)
-    paths = shard_paths(out, "turns")
+        questions = load_questions(out, question_run)
+    paths = shard_paths(out, "turns", run, batch=batch)
     last_shard: dict[str, int] = {}
     wanted_shards: set[int] = set()
     for i, p in enumerate(paths):

@@ -3,8 +3,8 @@
 Synth never imports the graph stage's internals: it reads the ``graph`` array
 set and the ``nodes``/``pages``/``links``/``redirects`` tables through
 :mod:`hopforge.storage`, exactly as the contract in the brief describes.
-Tables are read from the same run as the latest complete graph array set, so
-an older ingest in the same output directory never mixes in.
+Tables are read from exactly one graph stage run (its fingerprint), so another
+ingest in the same output directory never mixes in.
 """
 
 from __future__ import annotations
@@ -24,17 +24,15 @@ import pyarrow.dataset as pads
 from hopforge.config import SynthConfig
 from hopforge.errors import ConfigError, StorageError
 from hopforge.storage import schema_for, shard_paths
-from hopforge.storage.arrays import latest_run, load_arrays
+from hopforge.storage.arrays import latest_run, load_csr
 from hopforge.synth.walks import Walker
 
 FLAG_COLUMNS = {"disambiguation": "is_disambiguation", "list": "is_list", "date": "is_date"}
 PAGE_COLUMNS = ["page_id", "title", "short_description", "infobox_type", "infobox", "categories", "lead"]
 
 
-def _dataset(out: Path, table: str, run: str | None) -> pads.Dataset | None:
-    paths = shard_paths(out, table, run) if run else []
-    if not paths:  # the graph stage may have written this table under another run id
-        paths = shard_paths(out, table)
+def _dataset(out: Path, table: str, run: str) -> pads.Dataset | None:
+    paths = shard_paths(out, table, run)
     if not paths:
         return None
     return pads.dataset([str(p) for p in paths], schema=schema_for(table), format="parquet")
@@ -67,20 +65,18 @@ class GraphView:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, out: str | Path) -> GraphView:
+    def load(cls, out: str | Path, run: str | None = None) -> GraphView:
+        """The graph of graph stage run ``run`` (default: the latest complete one)."""
         out = Path(out)
-        run = latest_run(out, "graph")
-        if run is None:
+        if run is None and latest_run(out, "graph") is None:
             raise StorageError(f"no link graph under {out}: run `hopforge ingest` before `hopforge questions`")
-        arrays, meta = load_arrays(out, "graph", run)
-        missing = {"indptr", "indices", "edge_position", "edge_in_lead"} - arrays.keys()
-        if missing:
-            raise StorageError(f"graph array set {out}/arrays/graph/run={run} lacks {sorted(missing)}")
+        csr = load_csr(out, run)
+        run = csr.run
         ds = _dataset(out, "nodes", run)
         if ds is None:
             raise StorageError(f"no nodes table under {out}: the graph stage did not finish (run `hopforge ingest`)")
         nodes = ds.to_table().sort_by("node")
-        n = len(arrays["indptr"]) - 1
+        n = csr.n_nodes
         node_col = nodes.column("node").to_numpy()
         if len(node_col) != n or not np.array_equal(node_col, np.arange(n)):
             raise StorageError(f"nodes table under {out} has {len(node_col)} rows but the graph {n} nodes "
@@ -90,10 +86,10 @@ class GraphView:
                         np.nan_to_num(ts.astype(np.float64)) / 1e6)
         return cls(
             out=out, run=run,
-            indptr=np.asarray(arrays["indptr"], dtype=np.int64),
-            indices=np.asarray(arrays["indices"], dtype=np.int32),
-            edge_position=np.asarray(arrays["edge_position"], dtype=np.int32),
-            edge_in_lead=np.asarray(arrays["edge_in_lead"], dtype=bool),
+            indptr=np.asarray(csr.indptr, dtype=np.int64),
+            indices=np.asarray(csr.indices, dtype=np.int32),
+            edge_position=np.asarray(csr.edge_position, dtype=np.int32),
+            edge_in_lead=np.asarray(csr.edge_in_lead, dtype=bool),
             page_id=nodes.column("page_id").to_numpy(),
             titles=nodes.column("title").to_pylist(),
             pagerank=nodes.column("pagerank").fill_null(0.0).to_numpy(),
@@ -101,7 +97,7 @@ class GraphView:
             flags={k: nodes.column(col).fill_null(False).to_numpy(zero_copy_only=False)
                    for k, col in FLAG_COLUMNS.items()},
             revision_ts_s=ts_s,
-            meta=dict(meta),
+            meta=csr.meta,
         )
 
     @property

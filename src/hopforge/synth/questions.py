@@ -1,16 +1,13 @@
 """The questions stage: plan walk batches, compose and check questions, write shards.
 
-Entry points (the flows helper wires exactly these):
+What the question stage (:mod:`hopforge.synth.stage`) calls:
 
 * :func:`plan_questions` walks blocks of ``BLOCK_SIZE`` attempts (cheap: array
   ops only) until it has ``synth.n_questions`` distinct successful walks, and
   groups their (block, attempt) coordinates into :class:`QuestionBatch` es.
 * :func:`compose_batch` re-walks its blocks (deterministic in seed and block),
-  joins evidence sentences and page data, composes, checks and writes the
-  ``walks``, ``questions`` and ``rejects`` shards of that batch. A batch whose
-  questions are already written for this run is skipped (resume).
-* :func:`run_questions` does both, batches in a process pool when
-  ``synth.workers > 1``.
+  joins evidence sentences and page data, composes and checks; the stage
+  commits its ``walks``, ``questions`` and ``rejects`` rows as one group.
 
 Ids are content hashes of (seed, path) and (walk id, composer), so the same
 seed gives the same ids however the walks are split into batches.
@@ -26,18 +23,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from hopforge.config import Config
 from hopforge.errors import ConfigError
-from hopforge.storage import content_id, read_table, schema_for, write_shard
+from hopforge.storage import content_id
 from hopforge.synth.aliases import answer_aliases
 from hopforge.synth.checks import run_checks
 from hopforge.synth.compose import Chain, Composer, TemplateComposer
@@ -66,8 +60,8 @@ class QuestionBatch:
 class _Context:
     """Per-process cache of the loaded graph and walker (batches of one run share them)."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.view = GraphView.load(cfg.run.out)
+    def __init__(self, cfg: Config, graph_run: str) -> None:
+        self.view = GraphView.load(cfg.run.out, graph_run)
         s = cfg.synth
         self.walker: Walker = self.view.walker(s)
         self.starts = start_weights(self.walker, self.view.pagerank, self.view.revision_ts_s,
@@ -87,23 +81,21 @@ class _Context:
 _CONTEXTS: dict[tuple[str, str, str], _Context] = {}
 
 
-def _context(cfg: Config) -> _Context:
-    from hopforge.storage.arrays import latest_run
-
-    key = (str(Path(cfg.run.out).resolve()), str(latest_run(cfg.run.out, "graph")), cfg.config_hash())
+def context(cfg: Config, graph_run: str) -> _Context:
+    """The loaded graph and walker for ``graph_run`` (cached per process)."""
+    key = (str(Path(cfg.run.out).resolve()), graph_run, cfg.synth.model_dump_json(), cfg.run.seed)
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
-        _CONTEXTS[key] = _Context(cfg)
+        _CONTEXTS[key] = _Context(cfg, graph_run)
     return _CONTEXTS[key]
 
 
-def plan_questions(cfg: Config) -> list[QuestionBatch]:
+def plan_questions(cfg: Config, ctx: _Context) -> list[QuestionBatch]:
     """Walk until ``n_questions`` distinct paths exist; batches of ``synth.batch_size`` questions.
 
     If the graph cannot yield that many distinct walks (a tiny graph, strict
     exclusions), the plan holds as many as it found and logs a warning.
     """
-    ctx = _context(cfg)
     need = cfg.synth.n_questions
     seen: set[bytes] = set()
     picks: list[tuple[int, int]] = []
@@ -193,28 +185,23 @@ def chains_from_paths(view: GraphView, raw: list[tuple[list[int], list[int], str
     return chains, pages
 
 
-def compose_batch(cfg: Config, batch: QuestionBatch, composer: Composer | None = None) -> dict[str, Any]:
-    """Compose, check and write one batch; skip it when its questions are already written for this run."""
+def compose_batch(cfg: Config, ctx: _Context, batch: QuestionBatch, composer: Composer | None = None
+                  ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Compose and check one batch; returns its rows per table (walks, questions, rejects) and stats."""
     t0 = time.perf_counter()
-    ctx = _context(cfg)
     composer = composer or make_composer(cfg)
     chains, pages = build_chains(cfg, ctx, batch)
     qids = [content_id("question", c.walk_id, composer.name) for c in chains]
-    done = set(read_table(cfg.run.out, "questions", run=cfg.run_id, columns=["question_id"])
-               .column("question_id").to_pylist())
-    todo = [(c, q) for c, q in zip(chains, qids, strict=True) if q not in done]
-    stats: dict[str, Any] = {"batch": batch.index, "walks": len(chains), "skipped_existing": len(chains) - len(todo)}
-    if not todo:
-        stats.update(questions=0, passed=0, rejects={}, seconds=round(time.perf_counter() - t0, 3))
-        return stats
-    chains = [c for c, _ in todo]
     composed = composer.compose(chains)
     walk_rows, question_rows, reject_rows = [], [], []
     rejects: Counter[str] = Counter()
-    for chain, qid, comp in zip(chains, [q for _, q in todo], composed, strict=True):
-        walk_rows.append({"walk_id": chain.walk_id, "seed": chain.seed, "hops": chain.hops,
-                          "start_strategy": chain.strategy, "path": chain.titles, "path_ids": chain.page_ids,
-                          "evidence": chain.evidence})
+    seen_walks: set[str] = set()
+    for chain, qid, comp in zip(chains, qids, composed, strict=True):
+        if chain.walk_id not in seen_walks:
+            seen_walks.add(chain.walk_id)
+            walk_rows.append({"walk_id": chain.walk_id, "seed": chain.seed, "hops": chain.hops,
+                              "start_strategy": chain.strategy, "path": chain.titles, "path_ids": chain.page_ids,
+                              "evidence": chain.evidence})
         results = run_checks(comp, chain, ctx.view, pages)
         passed = all(r.passed for r in results)
         question_rows.append({
@@ -229,51 +216,8 @@ def compose_batch(cfg: Config, batch: QuestionBatch, composer: Composer | None =
                 reject_rows.append({"stage": "questions", "step": r.name, "reason": r.reason or r.name,
                                     "row_table": "questions", "row_id": qid,
                                     "detail": f"{r.detail}; walk {chain.walk_id}: {' -> '.join(chain.titles)}"})
-    h = cfg.config_hash()
-    # Walks first, then questions, then rejects: a crash in between leaves walks without questions,
-    # which a resume recomposes (question ids are the resume key), never questions without walks.
-    walks_done = set(read_table(cfg.run.out, "walks", run=cfg.run_id, columns=["walk_id"])
-                     .column("walk_id").to_pylist())
-    walk_rows = [w for w in walk_rows if w["walk_id"] not in walks_done]
-    if walk_rows:
-        write_shard(cfg.run.out, "walks", pa.Table.from_pylist(walk_rows, schema=schema_for("walks")),
-                    run_id=cfg.run_id, config_hash=h)
-    write_shard(cfg.run.out, "questions", pa.Table.from_pylist(question_rows, schema=schema_for("questions")),
-                run_id=cfg.run_id, config_hash=h)
-    if reject_rows:
-        write_shard(cfg.run.out, "rejects", pa.Table.from_pylist(reject_rows, schema=schema_for("rejects")),
-                    run_id=cfg.run_id, config_hash=h)
-    stats.update(questions=len(question_rows), passed=sum(r["passed"] for r in question_rows),
-                 hops=dict(sorted(Counter(r["hops"] for r in question_rows).items())), rejects=dict(rejects),
-                 seconds=round(time.perf_counter() - t0, 3))
-    return stats
-
-
-def _compose_in_worker(cfg_json: str, batch: QuestionBatch) -> dict[str, Any]:
-    return compose_batch(Config.model_validate_json(cfg_json), batch)
-
-
-def run_questions(cfg: Config) -> dict[str, Any]:
-    """Plan, then compose every batch (in a spawn process pool when ``synth.workers > 1``)."""
-    t0 = time.perf_counter()
-    batches = plan_questions(cfg)
-    t_plan = time.perf_counter() - t0
-    if cfg.synth.workers > 1 and len(batches) > 1:
-        cfg_json = cfg.model_dump_json()
-        with ProcessPoolExecutor(cfg.synth.workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_compose_in_worker, [cfg_json] * len(batches), batches))
-    else:
-        results = [compose_batch(cfg, b) for b in batches]
-    total: dict[str, Any] = {"run_id": cfg.run_id, "batches": len(batches), "planned": sum(b.size for b in batches),
-                             "questions": 0, "passed": 0, "skipped_existing": 0, "hops": Counter(),
-                             "rejects": Counter(), "plan_seconds": round(t_plan, 3)}
-    for r in results:
-        total["questions"] += r["questions"]
-        total["passed"] += r["passed"]
-        total["skipped_existing"] += r["skipped_existing"]
-        total["hops"].update(r.get("hops", {}))
-        total["rejects"].update(r["rejects"])
-    total["hops"] = {str(k): v for k, v in sorted(total["hops"].items())}
-    total["rejects"] = dict(total["rejects"].most_common())
-    total["seconds"] = round(time.perf_counter() - t0, 3)
-    return total
+    stats = {"batch": batch.index, "walks": len(chains), "questions": len(question_rows),
+             "passed": sum(r["passed"] for r in question_rows),
+             "hops": dict(sorted(Counter(str(r["hops"]) for r in question_rows).items())), "rejects": dict(rejects),
+             "seconds": round(time.perf_counter() - t0, 3)}
+    return {"walks": walk_rows, "questions": question_rows, "rejects": reject_rows}, stats

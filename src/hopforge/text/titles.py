@@ -31,6 +31,16 @@ _SPACE_RUNS = re.compile(r"(?:[^\S ]|[_\u00a0\u200e\u200f])[\s_\u00a0\u200e\u200
 
 
 @dataclass
+def normalize_title(raw: str, *, first_letter: bool = True) -> str:
+    """MediaWiki title normalisation without namespace rules: underscores and whitespace runs become
+    one space, ends are trimmed, the first letter is upper-cased (the default ``first-letter`` case).
+
+    :meth:`SiteInfo.normalize` adds fragments, namespaces and the wiki's own case rules; readers that
+    only hold a title (the search environment's ``visit``) use this."""
+    t = _SPACE_RUNS.sub(" ", raw).strip()
+    return t[:1].upper() + t[1:] if first_letter and t else t
+
+
 class SiteInfo:
     """What the dump says about its wiki: name, language, title case rules and namespaces."""
 
