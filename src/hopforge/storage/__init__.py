@@ -10,8 +10,11 @@ from hopforge.storage.shards import (
     iter_batches,
     read_manifest,
     read_table,
+    recover,
+    runs_of,
     shard_paths,
     verify,
+    write_group,
     write_shard,
 )
 
@@ -46,9 +49,12 @@ __all__ = [
     "query_arrow",
     "read_manifest",
     "read_table",
+    "recover",
+    "runs_of",
     "scan",
     "schema_for",
     "shard_paths",
     "verify",
+    "write_group",
     "write_shard",
 ]
