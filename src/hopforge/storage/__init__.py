@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from hopforge.storage.ids import content_id
+from hopforge.storage.lease import Lease
 from hopforge.storage.schemas import SCHEMAS, schema_for
 from hopforge.storage.shards import (
     ShardWriter,
@@ -39,6 +40,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Lease",
     "SCHEMAS",
     "ShardWriter",
     "content_id",
