@@ -43,3 +43,9 @@ class ModelOutputError(HopforgeError):
 
 class TeacherError(HopforgeError):
     """The teacher server is unreachable, dead or keeps failing."""
+
+
+class LeaseHeldError(HopforgeError):
+    """Another process holds a lease this one needs. Names the lease, its holder and since when."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again later

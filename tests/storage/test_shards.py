@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -15,7 +16,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from hopforge.errors import SchemaVersionError, StorageError
-from hopforge.storage import ShardWriter, read_manifest, read_table, shard_paths, verify, write_shard
+from hopforge.storage import (
+    ShardWriter,
+    read_manifest,
+    read_table,
+    recover,
+    runs_of,
+    shard_paths,
+    verify,
+    write_group,
+    write_shard,
+)
+from hopforge.storage import shards as shards_mod
 from hopforge.storage.schemas import schema_for
 
 
@@ -181,3 +193,212 @@ def test_read_table_projects_columns_and_counts_rows_with_no_columns(tmp_path):
     assert read_table(tmp_path, "rejects", run="r2").num_rows == 5
     with pytest.raises(StorageError, match="no column"):
         read_table(tmp_path, "rejects", columns=["nope"])
+
+
+# -- group commit ---------------------------------------------------------------------------------------------
+
+
+def _kept(*ids: str) -> pa.Table:
+    return pa.Table.from_pylist([{"trajectory_id": i, "correct": True} for i in ids], schema=schema_for("kept"))
+
+
+def _rejects_table(n: int, tag: str = "x") -> pa.Table:
+    return pa.Table.from_pylist(_rejects(n, tag), schema=schema_for("rejects"))
+
+
+def _temps(out: Path) -> list[str]:
+    return sorted(p.name for p in out.rglob(".tmp-*"))
+
+
+def _journals(out: Path) -> list[Path]:
+    return sorted((out / "_journal").glob("*.json")) if (out / "_journal").exists() else []
+
+
+def test_group_commit_makes_every_table_visible_with_its_batch(tmp_path):
+    infos = write_group(tmp_path, {"rejects": _rejects_table(3), "walks": schema_for("walks").empty_table(),
+                                   "kept": _kept("t1", "t2")}, run_id="r1", batch="b7", config_hash="cafe")
+    assert [(i.table, i.rows, i.batch) for i in infos] == [("rejects", 3, "b7"), ("kept", 2, "b7")]
+    assert read_table(tmp_path, "kept").column("trajectory_id").to_pylist() == ["t1", "t2"]
+    assert read_table(tmp_path, "rejects").num_rows == 3
+    assert [(e.batch, e.config_hash) for e in read_manifest(tmp_path, "rejects")] == [("b7", "cafe")]
+    assert not (tmp_path / "walks").exists()  # an empty table writes nothing
+    assert verify(tmp_path, "rejects").clean and verify(tmp_path, "kept").clean
+    assert _journals(tmp_path) == [] and _temps(tmp_path) == []
+
+
+GROUP_SCRIPT = r"""
+import os, signal, sys
+import pyarrow as pa
+from hopforge.storage import shards
+from hopforge.storage.schemas import schema_for
+
+out, target, call, action = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+real, calls = getattr(shards, target), []
+
+def hooked(*a, **k):
+    calls.append(1)
+    if len(calls) == call:
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        print("paused", flush=True)
+        sys.stdin.readline()
+    return real(*a, **k)
+
+setattr(shards, target, hooked)
+rejects = pa.Table.from_pylist([{"stage": "s", "row_id": "r1"}, {"stage": "s", "row_id": "r2"}],
+                               schema=schema_for("rejects"))
+kept = pa.Table.from_pylist([{"trajectory_id": "t1"}], schema=schema_for("kept"))
+shards.write_group(out, {"rejects": rejects, "kept": kept}, run_id="r1", batch="b1")
+print("done", flush=True)
+"""
+
+
+def _writer(out: Path, target: str, call: int, action: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", GROUP_SCRIPT, str(out), target, str(call), action],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _kill_writer(out: Path, target: str, call: int) -> None:
+    proc = _writer(out, target, call, "kill")
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _visible_once(out: Path) -> None:
+    for table, ids in (("rejects", ["r1", "r2"]), ("kept", ["t1"])):
+        assert len(shard_paths(out, table)) == 1, table
+        assert [e.batch for e in read_manifest(out, table)] == ["b1"], table
+        assert read_table(out, table, columns=["row_id" if table == "rejects" else "trajectory_id"]).column(0) \
+            .to_pylist() == ids
+        assert verify(out, table).clean, table
+
+
+# The group links rejects then kept, then records rejects then kept; `left` is what the kill leaves
+# (visible rejects, visible kept, recorded rejects).
+@pytest.mark.parametrize(("target", "call", "left"), [("_link_next_part", 2, (1, 0, 0)),
+                                                      ("_append_manifest", 1, (1, 1, 0)),
+                                                      ("_append_manifest", 2, (1, 1, 1))],
+                         ids=["between-links", "linked-none-recorded", "between-records"])
+def test_writer_killed_mid_commit_is_rolled_forward_exactly_once(tmp_path, target, call, left):
+    _kill_writer(tmp_path, target, call)
+    assert len(_journals(tmp_path)) == 1
+    assert (len(shard_paths(tmp_path, "rejects")), len(shard_paths(tmp_path, "kept")),
+            len(read_manifest(tmp_path, "rejects"))) == left
+    # Another writer in the same run directory must not clean the temps the journal still needs.
+    write_shard(tmp_path, "rejects", _rejects_table(1, "other"), run_id="r2")
+    write_shard(tmp_path, "kept", _kept("other"), run_id="r1")
+    assert len(_temps(tmp_path)) == 2
+
+    assert recover(tmp_path) == 1
+    assert recover(tmp_path) == 0
+    assert _journals(tmp_path) == [] and _temps(tmp_path) == []
+    assert read_table(tmp_path, "rejects", batch="b1").column("row_id").to_pylist() == ["r1", "r2"]
+    assert sorted(read_table(tmp_path, "kept").column("trajectory_id").to_pylist()) == ["other", "t1"]
+    assert [e.batch for e in read_manifest(tmp_path, "kept")].count("b1") == 1
+    assert verify(tmp_path, "rejects").clean and verify(tmp_path, "kept").clean
+
+
+def test_writer_killed_before_its_journal_leaves_nothing_visible(tmp_path):
+    _kill_writer(tmp_path, "_write_journal", 1)
+    assert len(_temps(tmp_path)) == 2 and _journals(tmp_path) == []
+    assert shard_paths(tmp_path, "rejects") == [] and shard_paths(tmp_path, "kept") == []
+    assert recover(tmp_path) == 0
+    assert _temps(tmp_path) == []
+    assert read_manifest(tmp_path, "rejects") == [] and read_table(tmp_path, "kept").num_rows == 0
+
+
+def test_recover_leaves_a_live_writers_journal_alone(tmp_path):
+    proc = _writer(tmp_path, "_link_next_part", 1, "pause")
+    try:
+        assert proc.stdout.readline().strip() == "paused"
+        [journal] = _journals(tmp_path)
+        assert recover(tmp_path) == 0
+        write_shard(tmp_path, "kept", _kept("other"), run_id="r1")  # cleans dead writers' temps only
+        assert journal.exists() and len(_temps(tmp_path)) == 2
+        assert shard_paths(tmp_path, "rejects") == []
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "done"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _journals(tmp_path) == [] and _temps(tmp_path) == []
+    assert len(shard_paths(tmp_path, "rejects")) == 1 and len(read_manifest(tmp_path, "kept")) == 2
+
+
+def test_another_hosts_journal_is_recovered_only_once_stale(tmp_path):
+    _kill_writer(tmp_path, "_link_next_part", 2)
+    [journal] = _journals(tmp_path)
+    doc = orjson.loads(journal.read_bytes())
+    doc.update(host="elsewhere", pid=os.getpid())  # a pid alive here means nothing for another host
+    journal.write_bytes(orjson.dumps(doc))
+    assert recover(tmp_path, stale_after_s=600) == 0 and journal.exists()
+    old = time.time() - 601
+    os.utime(journal, (old, old))
+    assert recover(tmp_path, stale_after_s=600) == 1
+    _visible_once(tmp_path)
+
+
+def test_recover_skips_a_journal_another_recover_is_working_on(tmp_path):
+    _kill_writer(tmp_path, "_link_next_part", 2)
+    [journal] = _journals(tmp_path)
+    with open(journal, "rb+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        assert recover(tmp_path) == 0
+        assert len(shard_paths(tmp_path, "kept")) == 0 and len(_temps(tmp_path)) == 2
+    assert recover(tmp_path) == 1
+    _visible_once(tmp_path)
+
+
+def test_failed_commit_in_this_process_is_finished_by_recover(tmp_path, monkeypatch):
+    real, calls = shards_mod._append_manifest, []
+
+    def disk_full_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(shards_mod, "_append_manifest", disk_full_on_second)
+    rejects = pa.Table.from_pylist([{"stage": "s", "row_id": "r1"}, {"stage": "s", "row_id": "r2"}],
+                                   schema=schema_for("rejects"))
+    with pytest.raises(StorageError, match="No space left on device.*lets `recover` finish the group"):
+        write_group(tmp_path, {"rejects": rejects, "kept": _kept("t1")}, run_id="r1", batch="b1")
+    monkeypatch.undo()
+    assert read_manifest(tmp_path, "kept") == []
+    assert recover(tmp_path) == 1
+    _visible_once(tmp_path)
+
+
+# -- batches ----------------------------------------------------------------------------------------------------
+
+
+def test_read_table_and_shard_paths_select_one_batch(tmp_path):
+    write_group(tmp_path, {"rejects": _rejects_table(2, "a")}, run_id="r1", batch="b1")
+    write_shard(tmp_path, "rejects", _rejects_table(3, "b"), run_id="r1", batch="b2")
+    with ShardWriter(tmp_path, "rejects", run_id="r2", batch="b2", rows_per_shard=2) as w:
+        w.write_many(_rejects(3, "c"))
+    write_shard(tmp_path, "rejects", _rejects_table(1, "n"), run_id="r2")
+    ids = lambda **kw: sorted(read_table(tmp_path, "rejects", columns=["row_id"], **kw).column(0).to_pylist())  # noqa: E731
+    assert ids(batch="b1") == ["a0", "a1"]
+    assert ids(batch="b2") == ["b0", "b1", "b2", "c0", "c1", "c2"]
+    assert ids(batch="b2", run="r2") == ["c0", "c1", "c2"]
+    assert ids(batch="nope") == []
+    assert read_table(tmp_path, "rejects").num_rows == 9
+    assert [str(p.relative_to(tmp_path / "rejects")) for p in shard_paths(tmp_path, "rejects", batch="b2")] == [
+        "run=r1/part-00001.parquet", "run=r2/part-00000.parquet", "run=r2/part-00001.parquet"]
+    assert shard_paths(tmp_path, "rejects", run="r1", batch="b1") == [tmp_path / "rejects/run=r1/part-00000.parquet"]
+    assert runs_of(tmp_path, "rejects") == ["r1", "r2"] and runs_of(tmp_path, "kept") == []
+
+
+def test_manifest_lines_without_batch_still_read(tmp_path):
+    write_shard(tmp_path, "rejects", _rejects_table(2), run_id="r1")
+    manifest = tmp_path / "rejects" / "_manifest.jsonl"
+    line = orjson.loads(manifest.read_bytes())
+    del line["batch"]
+    manifest.write_bytes(orjson.dumps(line) + b"\n")
+    [entry] = read_manifest(tmp_path, "rejects")
+    assert entry.batch is None and entry.rows == 2
+    assert read_table(tmp_path, "rejects").num_rows == 2
+    assert read_table(tmp_path, "rejects", batch="b1").num_rows == 0
+    assert verify(tmp_path, "rejects").clean

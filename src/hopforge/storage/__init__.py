@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from hopforge.storage.ids import content_id
+from hopforge.storage.lease import Lease
 from hopforge.storage.schemas import SCHEMAS, schema_for
 from hopforge.storage.shards import (
     ShardWriter,
@@ -10,8 +11,11 @@ from hopforge.storage.shards import (
     iter_batches,
     read_manifest,
     read_table,
+    recover,
+    runs_of,
     shard_paths,
     verify,
+    write_group,
     write_shard,
 )
 
@@ -36,6 +40,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Lease",
     "SCHEMAS",
     "ShardWriter",
     "content_id",
@@ -46,9 +51,12 @@ __all__ = [
     "query_arrow",
     "read_manifest",
     "read_table",
+    "recover",
+    "runs_of",
     "scan",
     "schema_for",
     "shard_paths",
     "verify",
+    "write_group",
     "write_shard",
 ]

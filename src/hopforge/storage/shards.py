@@ -4,26 +4,36 @@ Layout (Hive style)::
 
     OUT/<table>/run=<run_id>/part-NNNNN.parquet   zstd Parquet shards
     OUT/<table>/_manifest.jsonl                   one JSON line per shard
+    OUT/_journal/<uuid>.json                      groups being committed (normally none)
 
 A shard is written to a hidden temp name, fsynced, then hard-linked to its
 final name: ``os.link`` fails instead of overwriting, so two writers in one
 directory never clobber each other, and a reader globbing ``part-*.parquet``
 never sees a half-written file. The manifest line is appended (under an
-exclusive ``flock``) only after the shard is visible; a crash between the two
-leaves a complete but unrecorded shard, which :func:`verify` reports.
+exclusive ``flock``) only after the shard is visible.
+
+Shards are committed in groups (:func:`write_group`; :func:`write_shard` is a
+group of one) with a roll-forward journal: once every temp of the group is
+durable, a journal naming them is written atomically, then the temps are linked
+and recorded, then the journal is deleted. A writer that dies before its journal
+exists leaves only temps, which the next writer cleans; one that dies after
+leaves a journal, and :func:`recover` finishes the group. So after ``recover``
+a group is either wholly visible and recorded or not at all. (A reader that
+runs during a commit may still see a prefix of a group: visibility is per file.)
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,11 +44,17 @@ import pyarrow.parquet as pq
 
 from hopforge import __version__
 from hopforge.errors import StorageError
-from hopforge.storage.schemas import SCHEMA_VERSIONS, check_version, schema_for
+from hopforge.storage.schemas import SCHEMA_VERSIONS, SCHEMAS, check_version, schema_for
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.jsonl"
+JOURNAL_DIR = "_journal"
 PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 TARGET_ROW_GROUP_BYTES = 64 * 1024 * 1024
+# A journal written on another host is abandoned once this old: its pid means nothing here, and a
+# group commit takes milliseconds to seconds, so ten minutes leaves a wide margin.
+STALE_JOURNAL_S = 600.0
 
 
 def table_dir(out: str | Path, table: str) -> Path:
@@ -71,6 +87,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """One manifest line."""
@@ -85,25 +105,108 @@ class ShardInfo:
     config_hash: str
     hopforge_version: str
     created_at: str
+    batch: str | None = None  # the unit of work that wrote it (e.g. an ingest batch id), if any
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ShardInfo:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        # Lines written before batches existed lack "batch": they belong to no batch.
+        return cls(**{k: d[k] for k in _REQUIRED_FIELDS}, batch=d.get("batch"))
 
 
-def _clean_stale_temps(run_dir: Path) -> None:
-    """Remove temp files left by writers on this host that are no longer alive."""
+_REQUIRED_FIELDS = tuple(f.name for f in fields(ShardInfo) if f.name != "batch")
+
+
+# -- temp files ---------------------------------------------------------------------------------------------
+
+
+def _temp_name(suffix: str) -> str:
+    return f".tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+
+def _temp_writer(name: str) -> tuple[str, int] | None:
+    """(host, pid) of a ``.tmp-<host>-<pid>-<uuid><suffix>`` name; host may contain '-', so parse from the right."""
+    parts = name.split("-")
+    try:
+        return "-".join(parts[1:-2]), int(parts[-2])
+    except (ValueError, IndexError):
+        return None
+
+
+def _dead_temps(directory: Path) -> list[Path]:
+    """Temps in ``directory`` written by processes on this host that are no longer alive."""
     host = socket.gethostname()
-    for tmp in run_dir.glob(".tmp-*"):
-        parts = tmp.name.split("-")
-        # .tmp-<host>-<pid>-<uuid>.parquet ; host may contain '-', so parse from the right
-        try:
-            pid = int(parts[-2])
-            tmp_host = "-".join(parts[1:-2])
-        except (ValueError, IndexError):
-            continue
-        if tmp_host == host and not _pid_alive(pid):
+    dead = []
+    for tmp in directory.glob(".tmp-*"):
+        writer = _temp_writer(tmp.name)
+        if writer is not None and writer[0] == host and not _pid_alive(writer[1]):
+            dead.append(tmp)
+    return dead
+
+
+def _clean_stale_temps(out: Path, run_dirs: Iterable[Path]) -> None:
+    """Remove temps left by dead writers on this host, except those a journal still needs.
+
+    The journals are read after the liveness checks: a writer already found dead cannot write a
+    journal afterwards, so no temp that :func:`recover` will link is ever deleted.
+    """
+    stale = [tmp for d in run_dirs for tmp in _dead_temps(d)]
+    if not stale:
+        return
+    try:
+        needed = _journaled_temps(out)
+    except StorageError as e:
+        log.warning("not cleaning temp files under %s: %s", out, e)
+        return
+    for tmp in stale:
+        if tmp.name not in needed:
             tmp.unlink(missing_ok=True)
+
+
+# -- group commit -------------------------------------------------------------------------------------------
+
+
+def _conform(table: str, data: pa.Table) -> pa.Table:
+    schema = schema_for(table)
+    if not data.schema.equals(schema, check_metadata=False):
+        try:
+            data = data.select(schema.names).cast(schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise StorageError(f"rows for table {table!r} do not match its schema: {e}") from None
+    return data.replace_schema_metadata(schema.metadata)
+
+
+def _write_parquet(data: pa.Table, path: Path) -> None:
+    avg = max(1, data.nbytes // max(1, data.num_rows))
+    row_group = max(1_000, min(1_000_000, TARGET_ROW_GROUP_BYTES // avg))
+    # Page CRCs let every read (not only `hopforge inspect`) catch a flipped bit: zstd's own
+    # checks miss some, which then decode silently to wrong values.
+    pq.write_table(data, path, compression="zstd", compression_level=3, row_group_size=row_group,
+                   write_page_checksum=True)
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _info(entry: Mapping[str, Any], path: str) -> ShardInfo:
+    """The manifest line of a journal entry, once its shard has a final ``path``."""
+    return ShardInfo(path=path, **{k: entry[k] for k in _REQUIRED_FIELDS if k != "path"}, batch=entry["batch"])
+
+
+def write_group(
+    out: str | Path,
+    tables: Mapping[str, pa.Table],
+    *,
+    run_id: str,
+    batch: str | None = None,
+    config_hash: str = "",
+) -> list[ShardInfo]:
+    """Write each non-empty table as one new shard, all of them committed as a unit.
+
+    If the writer dies before the group's journal exists, none of the shards becomes visible;
+    if it dies later, :func:`recover` makes the rest visible. Every shard's manifest line carries
+    ``batch``. Returns the shards in the order of ``tables`` (empty tables are skipped).
+    """
+    parts = [(table, _conform(table, data)) for table, data in tables.items() if data.num_rows]
+    return _commit_group(Path(out), parts, run_id=run_id, batch=batch, config_hash=config_hash)
 
 
 def write_shard(
@@ -113,53 +216,228 @@ def write_shard(
     *,
     run_id: str,
     config_hash: str = "",
+    batch: str | None = None,
 ) -> ShardInfo:
-    """Atomically write ``data`` as one new shard of ``table`` and record it."""
-    schema = schema_for(table)
-    if not data.schema.equals(schema, check_metadata=False):
-        try:
-            data = data.select(schema.names).cast(schema)
-        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-            raise StorageError(f"rows for table {table!r} do not match its schema: {e}") from None
-    data = data.replace_schema_metadata(schema.metadata)
-    tdir = table_dir(out, table)
-    run_dir = tdir / f"run={run_id}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale_temps(run_dir)
+    """Atomically write ``data`` as one new shard of ``table`` (even if empty) and record it."""
+    return _commit_group(Path(out), [(table, _conform(table, data))], run_id=run_id, batch=batch,
+                         config_hash=config_hash)[0]
 
-    tmp = run_dir / f".tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}.parquet"
-    avg = max(1, data.nbytes // max(1, data.num_rows))
-    row_group = max(1_000, min(1_000_000, TARGET_ROW_GROUP_BYTES // avg))
+
+def _commit_group(
+    out: Path, parts: list[tuple[str, pa.Table]], *, run_id: str, batch: str | None, config_hash: str
+) -> list[ShardInfo]:
+    if not parts:
+        return []
+    run_dirs = {table: table_dir(out, table) / f"run={run_id}" for table, _ in parts}
+    temps: list[Path] = []
+    entries: list[dict[str, Any]] = []
+    journal: tuple[Path, int] | None = None
+    where = ", ".join(str(d) for d in run_dirs.values())
     try:
-        # Page CRCs let every read (not only `hopforge inspect`) catch a flipped bit: zstd's own
-        # checks miss some, which then decode silently to wrong values.
-        pq.write_table(data, tmp, compression="zstd", compression_level=3, row_group_size=row_group,
-                       write_page_checksum=True)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        digest = _sha256(tmp)
-        size = tmp.stat().st_size
-        final = _link_next_part(run_dir, tmp)
+        for d in run_dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temps(out, run_dirs.values())
+        created_at = _now()
+        for table, data in parts:
+            tmp = run_dirs[table] / _temp_name(".parquet")
+            temps.append(tmp)
+            _write_parquet(data, tmp)
+            entries.append({
+                "table": table, "run": run_id, "temp": str(tmp.relative_to(out)), "sha256": _sha256(tmp),
+                "rows": data.num_rows, "bytes": tmp.stat().st_size, "schema_version": SCHEMA_VERSIONS[table],
+                "batch": batch, "config_hash": config_hash, "hopforge_version": __version__,
+                "created_at": created_at,
+            })
+        for d in set(run_dirs.values()):
+            _fsync_dir(d)  # the journal must not name a temp whose directory entry a power cut could lose
+        journal = _write_journal(out, entries)
     except OSError as e:
-        raise StorageError(f"could not write shard for table {table!r} in {run_dir}: {e}") from e
+        raise StorageError(f"could not write shard(s) in {where}: {e}") from e
     finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(run_dir)
+        if journal is None:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
 
-    info = ShardInfo(
-        table=table,
-        run=run_id,
-        path=str(final.relative_to(tdir)),
-        rows=data.num_rows,
-        bytes=size,
-        sha256=digest,
-        schema_version=SCHEMA_VERSIONS[table],
-        config_hash=config_hash,
-        hopforge_version=__version__,
-        created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-    )
-    _append_manifest(tdir, info)
-    return info
+    path, fd = journal
+    try:
+        finals = [_link_next_part(run_dirs[e["table"]], out / e["temp"]) for e in entries]
+        for d in set(run_dirs.values()):
+            _fsync_dir(d)  # no manifest line may name a link that a power cut could lose
+        infos = [_info(e, str(final.relative_to(table_dir(out, e["table"])))) for e, final in zip(entries, finals)]
+        for info in infos:
+            _append_manifest(table_dir(out, info.table), info)
+    except OSError as e:
+        raise StorageError(
+            f"could not commit shard(s) in {where}: {e}; the journal {path} lets `recover` finish the group"
+        ) from e
+    finally:
+        os.close(fd)  # releases the journal's lock: recover() may take it from here
+    path.unlink()
+    for tmp in temps:
+        tmp.unlink(missing_ok=True)
+    return infos
+
+
+def _write_journal(out: Path, entries: list[dict[str, Any]]) -> tuple[Path, int]:
+    """Write the group's journal atomically; return it with an open fd holding its ``flock``.
+
+    The lock is taken before the journal gets its final name and held until the group is
+    committed, so :func:`recover` never works on a journal whose writer is still at it.
+    """
+    jdir = out / JOURNAL_DIR
+    jdir.mkdir(parents=True, exist_ok=True)
+    tmp = jdir / _temp_name(".json")
+    path = jdir / f"{uuid.uuid4().hex}.json"
+    doc = {"host": socket.gethostname(), "pid": os.getpid(), "created_at": _now(), "shards": entries}
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "wb") as f:
+            f.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+        _fsync_dir(jdir)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    return path, fd
+
+
+def _read_journal(path: Path) -> dict[str, Any] | None:
+    """A journal's contents; None if it is gone (finished meanwhile)."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+        problem = next((f"a shard lacks {sorted(_ENTRY_KEYS - e.keys())}" for e in doc["shards"]
+                        if not _ENTRY_KEYS <= e.keys()), None)
+    except FileNotFoundError:
+        return None
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        problem = str(e) or type(e).__name__
+    if problem:
+        raise StorageError(f"{path}: unreadable group-commit journal ({problem}); delete it if its shards are "
+                           f"not needed")
+    return doc
+
+
+_ENTRY_KEYS = {*_REQUIRED_FIELDS, "batch", "temp"} - {"path"}
+
+
+def _journal_paths(out: Path) -> list[Path]:
+    jdir = out / JOURNAL_DIR
+    return sorted(p for p in jdir.glob("*.json") if not p.name.startswith(".")) if jdir.is_dir() else []
+
+
+def _journaled_temps(out: Path) -> set[str]:
+    """File names of every temp that some journal under ``out`` still lists."""
+    names = set()
+    for path in _journal_paths(out):
+        doc = _read_journal(path)
+        if doc is not None:
+            names.update(Path(e["temp"]).name for e in doc["shards"])
+    return names
+
+
+def recover(out: str | Path, *, stale_after_s: float = STALE_JOURNAL_S) -> int:
+    """Finish every group commit whose writer died after writing its journal; return how many.
+
+    A journal is abandoned when its writer ran on this host and is no longer alive (or is this
+    process, which gave up on it after an error), or ran on another host and the journal is older
+    than ``stale_after_s`` seconds. Each of its shards that is not yet recorded is linked (unless
+    already visible) and recorded; then the journal and its temps are deleted. Idempotent, and safe
+    beside live writers and other ``recover`` calls: each journal is handled under its ``flock``,
+    which a live writer holds until its group is committed. Also deletes the temps of dead writers
+    on this host that no journal lists.
+    """
+    out = Path(out)
+    recovered = sum(_recover_journal(out, path, stale_after_s) for path in _journal_paths(out))
+    jdir = out / JOURNAL_DIR
+    if jdir.is_dir():
+        for tmp in _dead_temps(jdir):  # journals whose writer died before renaming them: nothing to finish
+            tmp.unlink(missing_ok=True)
+    _clean_stale_temps(out, [d for table in SCHEMAS for d in table_dir(out, table).glob("run=*")])
+    return recovered
+
+
+def _recover_journal(out: Path, path: Path, stale_after_s: float) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR)  # read-write: flock over NFS is emulated with locks that need it
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer, or another recover(), is at it
+        doc = _read_journal(path)  # None: another recover() finished it between our open and our lock
+        if doc is None or not _abandoned(doc, path, stale_after_s):
+            return False
+        for entry in doc["shards"]:
+            _roll_forward(out, entry, path)
+        path.unlink()
+        for entry in doc["shards"]:
+            (out / entry["temp"]).unlink(missing_ok=True)
+        log.warning("finished the group commit of %s (pid %s on host %s) from %s: %s", doc.get("created_at"),
+                    doc.get("pid"), doc.get("host"), path.name,
+                    ", ".join(f"{e['table']} run={e['run']}" for e in doc["shards"]))
+        return True
+    finally:
+        os.close(fd)
+
+
+def _abandoned(doc: Mapping[str, Any], path: Path, stale_after_s: float) -> bool:
+    if doc.get("host") == socket.gethostname():
+        # We hold the journal's lock, so its writer is no longer committing; a live writer in another
+        # process may still retry, though, so only a dead one's group (or our own) is ours to finish.
+        return doc.get("pid") == os.getpid() or not _pid_alive(int(doc.get("pid", 0)))
+    return time.time() - path.stat().st_mtime > stale_after_s
+
+
+def _roll_forward(out: Path, entry: Mapping[str, Any], journal: Path) -> None:
+    """Make one journaled shard visible and recorded, whatever part of that was done before."""
+    tdir = table_dir(out, entry["table"])
+    run_dir = tdir / f"run={entry['run']}"
+    temp = out / entry["temp"]
+    recorded = [i for i in read_manifest(out, entry["table"]) if i.run == entry["run"]]
+    if temp.exists():
+        # The temp and its final part are one inode, which tells exactly which part (if any) it became,
+        # even when another shard of the run happens to have the same bytes.
+        final = _linked_part(run_dir, temp)
+        if final is None:
+            if _sha256(temp) != entry["sha256"]:
+                raise StorageError(f"{journal}: {temp} no longer matches its sha256; delete the journal to drop "
+                                   f"the rest of its group")
+            final = _link_next_part(run_dir, temp)
+            _fsync_dir(run_dir)
+        rel = str(final.relative_to(tdir))
+        if not any(i.path == rel for i in recorded):
+            _append_manifest(tdir, _info(entry, rel))
+        return
+    # The temp is gone (a crash while deleting temps after a power cut undid the journal's deletion):
+    # go by content, as the part must have been linked before any temp was deleted.
+    if any(i.sha256 == entry["sha256"] and i.batch == entry["batch"] for i in recorded):
+        return
+    final = _part_with_sha(run_dir, entry["sha256"], entry["bytes"])
+    if final is None:
+        raise StorageError(f"{journal}: {temp} is gone and no part in {run_dir} has its sha256; delete the "
+                           f"journal to drop the rest of its group")
+    _append_manifest(tdir, _info(entry, str(final.relative_to(tdir))))
+
+
+def _parts(run_dir: Path) -> list[Path]:
+    return [p for p in run_dir.iterdir() if PART_RE.match(p.name)] if run_dir.is_dir() else []
+
+
+def _linked_part(run_dir: Path, temp: Path) -> Path | None:
+    st = temp.stat()
+    if st.st_nlink < 2:
+        return None
+    return next((p for p in _parts(run_dir) if os.path.samestat(p.stat(), st)), None)
+
+
+def _part_with_sha(run_dir: Path, sha: str, size: int) -> Path | None:
+    return next((p for p in sorted(_parts(run_dir)) if p.stat().st_size == size and _sha256(p) == sha), None)
 
 
 def _link_next_part(run_dir: Path, tmp: Path) -> Path:
@@ -206,11 +484,27 @@ def read_manifest(out: str | Path, table: str) -> list[ShardInfo]:
     return entries
 
 
-def shard_paths(out: str | Path, table: str, run: str | None = None) -> list[Path]:
-    """Visible shards of ``table`` (optionally one run), in a stable order."""
-    tdir = table_dir(out, table)
+def shard_paths(out: str | Path, table: str, run: str | None = None, batch: str | None = None) -> list[Path]:
+    """Visible shards of ``table`` (optionally of one run and/or one batch), in a stable order.
+
+    Without ``batch`` these are the files on disk; with it, the shards whose manifest line carries
+    that batch (so a shard is included once its group is committed, not while it is being linked).
+    """
+    if batch is not None:
+        return _batch_paths(out, table, read_manifest(out, table), run, batch)
     pattern = f"run={run}/part-*.parquet" if run else "run=*/part-*.parquet"
-    return sorted(tdir.glob(pattern))
+    return sorted(table_dir(out, table).glob(pattern))
+
+
+def _batch_paths(out: str | Path, table: str, entries: list[ShardInfo], run: str | None, batch: str) -> list[Path]:
+    tdir = table_dir(out, table)
+    paths = {tdir / e.path for e in entries if e.batch == batch and (not run or e.run == run)}
+    return sorted(p for p in paths if p.exists())
+
+
+def runs_of(out: str | Path, table: str) -> list[str]:
+    """Runs with at least one visible shard of ``table``, sorted by name."""
+    return sorted({p.parent.name.removeprefix("run=") for p in shard_paths(out, table)})
 
 
 @dataclass
@@ -274,12 +568,20 @@ def _unreadable(out: str | Path, table: str, e: Exception) -> StorageError:
 
 
 def read_table(
-    out: str | Path, table: str, *, run: str | None = None, columns: list[str] | None = None
+    out: str | Path,
+    table: str,
+    *,
+    run: str | None = None,
+    batch: str | None = None,
+    columns: list[str] | None = None,
 ) -> pa.Table:
-    """All rows of ``table`` (an empty table with the schema if none are written)."""
-    read_manifest(out, table)  # refuses data from a newer schema version
+    """All rows of ``table``, or of one run and/or batch (see :func:`shard_paths`).
+
+    An empty table with the schema if none are written.
+    """
+    entries = read_manifest(out, table)  # refuses data from a newer schema version
     schema = schema_for(table)
-    paths = shard_paths(out, table, run)
+    paths = shard_paths(out, table, run) if batch is None else _batch_paths(out, table, entries, run, batch)
     if not paths:
         empty = schema.empty_table()
         return empty.select(columns) if columns else empty
@@ -317,12 +619,14 @@ class ShardWriter:
         config_hash: str = "",
         rows_per_shard: int = 100_000,
         flush_seconds: float | None = None,
+        batch: str | None = None,
     ) -> None:
         self.out = Path(out)
         self.table = table
         self.schema = schema_for(table)
         self.run_id = run_id
         self.config_hash = config_hash
+        self.batch = batch
         self.rows_per_shard = rows_per_shard
         self.flush_seconds = flush_seconds
         self._rows: list[dict[str, Any]] = []
@@ -349,7 +653,8 @@ class ShardWriter:
         """Write an Arrow table directly (flushing buffered rows first)."""
         self.flush()
         if data.num_rows:
-            self._record(write_shard(self.out, self.table, data, run_id=self.run_id, config_hash=self.config_hash))
+            self._record(write_shard(self.out, self.table, data, run_id=self.run_id, config_hash=self.config_hash,
+                                     batch=self.batch))
 
     def flush(self) -> ShardInfo | None:
         self._last_flush = time.monotonic()
@@ -360,7 +665,8 @@ class ShardWriter:
             data = pa.Table.from_pylist(rows, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise StorageError(f"rows for table {self.table!r} do not match its schema: {e}") from None
-        info = write_shard(self.out, self.table, data, run_id=self.run_id, config_hash=self.config_hash)
+        info = write_shard(self.out, self.table, data, run_id=self.run_id, config_hash=self.config_hash,
+                           batch=self.batch)
         self._record(info)
         return info
 
