@@ -132,7 +132,7 @@ class StageStats:
             if how == "max":
                 setattr(self, f.name, max(a, b))
             elif how == "first":
-                setattr(self, f.name, a if a is not None else b)
+                setattr(self, f.name, a if a not in (None, "", [], {}) else b)
             elif isinstance(a, dict):
                 setattr(self, f.name, _sum_dicts(a, b))
             elif isinstance(a, (int, float)) and not isinstance(a, bool):

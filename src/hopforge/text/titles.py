@@ -30,7 +30,6 @@ _SPACES = re.compile(r"[\s_\u00a0\u200e\u200f]+")
 _SPACE_RUNS = re.compile(r"(?:[^\S ]|[_\u00a0\u200e\u200f])[\s_\u00a0\u200e\u200f]*| [\s_\u00a0\u200e\u200f]+")
 
 
-@dataclass
 def normalize_title(raw: str, *, first_letter: bool = True) -> str:
     """MediaWiki title normalisation without namespace rules: underscores and whitespace runs become
     one space, ends are trimmed, the first letter is upper-cased (the default ``first-letter`` case).
@@ -41,6 +40,7 @@ def normalize_title(raw: str, *, first_letter: bool = True) -> str:
     return t[:1].upper() + t[1:] if first_letter and t else t
 
 
+@dataclass
 class SiteInfo:
     """What the dump says about its wiki: name, language, title case rules and namespaces."""
 
