@@ -1,6 +1,14 @@
+from pathlib import Path
+
+import pytest
 from tests.filters.trajectory_builders import GOOD_ACTIONS, make_episode, question, write_dataset
 
 from hopforge.storage.episodes import iter_episodes
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:  # (moved here from tests/filters/ without its conftest fixture)
+    return tmp_path / "data"
 
 
 def test_episodes_reassembled_across_shards_and_turnless_trajectories_kept(out):
