@@ -341,7 +341,7 @@ class StageRun:
     def committed(self, batch: Batch, tables: Iterable[str]) -> bool:
         """True when a shard of ``batch`` is recorded in any of ``tables`` (a batch that died
         between its commit and its marker)."""
-        return any(e.run == self.fingerprint and e.batch == batch.id
+        return any(e.run == self.fingerprint and e.batch == batch.id and (self.out / t / e.path).exists()
                    for t in tables for e in read_manifest(self.out, t))
 
     def mark_done(self, batch: Batch, stats: StageStats) -> None:
@@ -359,6 +359,13 @@ class StageRun:
         _atomic_write(self.dir / "complete.json", {"stage": self.stage, "fingerprint": self.fingerprint,
                                                    "batches": batches, "stats": stats.to_dict(),
                                                    "empty": stats.empty, "at": _now()})
+
+    def outputs_exist(self) -> bool:
+        """Every shard the batch markers name is still on disk (one stat per shard)."""
+        for m in (self.dir / "done").glob("*.json"):
+            if not all((self.out / sh).exists() for sh in orjson.loads(m.read_bytes()).get("shards", [])):
+                return False
+        return True
 
     def reset(self) -> None:
         """Forget completion (markers and record): the next run does every batch again."""
@@ -525,11 +532,13 @@ def prepare(run: StageRun) -> tuple[str | None, StageStats | None]:
     if comp is not None and not stage.output_present(run):
         run.reset()
         comp = None
-    if comp is not None:
-        stats = stage.stats_type.from_dict(comp["stats"])
-        stats.batches_skipped = stats.batches
-        stats.seconds = 0.0
-        return None, stats
+    if comp is not None and not run.outputs_exist():
+        # Shards deleted by hand: forget completion; each batch re-checks its own shards.
+        (run.dir / "complete.json").unlink(missing_ok=True)
+        comp = None
+    if comp is not None:  # nothing to do: the counts are this invocation's (zero)
+        return None, stage.stats_type(batches=comp["batches"], batches_skipped=comp["batches"],
+                                      empty=comp.get("empty"))
     return None, None
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pyarrow as pa
 from hopforge.config import Config, load_config
-from hopforge.storage import schema_for, write_shard
+from hopforge.storage import schema_for
+from hopforge.testing.stages import complete_chain
 
 PAGES = {
     "Veloria": "Veloria is a small country in the north.\n\nThe capital of Veloria is Marren, a port city founded long ago.\n\n"
@@ -40,18 +41,24 @@ QUESTIONS = [
 ]
 
 
-def write_wiki(out: Path, questions: list[dict] | None = None, run_id: str = "fixture") -> None:
+def write_wiki(out: Path, questions: list[dict] | None = None, cfg: Config | None = None) -> Config:
+    """The invented wiki as the complete output of the graph, question and screen stages of ``cfg``
+    (default: :func:`rollout_cfg`), so the rollout stage of that config can run on it."""
+    cfg = cfg or rollout_cfg(out)
     pages = [{"page_id": i + 1, "title": t, "ns": 0, "text": text, "lead": text.split("\n\n")[0]}
              for i, (t, text) in enumerate(PAGES.items())]
-    write_shard(out, "pages", pa.Table.from_pylist(pages, schema=schema_for("pages")), run_id=run_id)
     reds = [{"title": k, "page_id": 100 + i, "target": v} for i, (k, v) in enumerate(REDIRECTS.items())]
-    write_shard(out, "redirects", pa.Table.from_pylist(reds, schema=schema_for("redirects")), run_id=run_id)
     qs = [{**q, "hops": len(q["path"]), "passed": True, "answer_aliases": []} for q in (questions or QUESTIONS)]
-    write_shard(out, "questions", pa.Table.from_pylist(qs, schema=schema_for("questions")), run_id=run_id)
+    complete_chain(cfg, {"graph": {"pages": pa.Table.from_pylist(pages, schema=schema_for("pages")),
+                                   "redirects": pa.Table.from_pylist(reds, schema=schema_for("redirects"))},
+                         "questions": {"questions": pa.Table.from_pylist(qs, schema=schema_for("questions"))},
+                         "screen": {}})
+    return cfg
 
 
 def rollout_cfg(out: Path, base_url: str | None = None, **over: object) -> Config:
-    o = {"run.out": str(out), "run.run_id": "test", "teacher.backend": "scripted", "teacher.model": "scripted",
+    o = {"run.out": str(out), "run.run_id": "test", "graph.dump": "fixture-wiki.xml",
+         "teacher.backend": "scripted", "teacher.model": "scripted",
          "teacher.base_url": base_url, "rollout.retry_base_s": 0.01, "rollout.retry_max_s": 0.05,
          "rollout.request_timeout_s": 2.0, "rollout.flush_every": 2, **over}
     return load_config(None, o)

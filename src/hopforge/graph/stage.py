@@ -124,12 +124,13 @@ def _dump_identity(cfg: Config) -> dict[str, Any]:
         digest = hashlib.sha256(Path(g.export_titles).read_bytes()).hexdigest()[:20]
         return {"export_titles": digest, "export_url": g.export_url}
     # The dump is gone (deleted after ingest): downstream stages still read the graph built from a
-    # file of that name, the most recent complete one.
+    # file of that name, the most recent complete one. With none, the identity names the missing
+    # file; planning the graph stage then fails with "dump not found".
     done = [r for r in stage_records(cfg.run.out) if r["stage"] == "graph" and r["complete"]
             and r["settings"].get("dump", {}).get("name") == path.name]
     if done:
         return max(done, key=lambda r: r["complete"]["at"])["settings"]["dump"]
-    raise DumpError(f"dump not found: {path} (set graph.dump to a file or URL, or graph.export_titles)")
+    return {"name": path.name, "absent": True}
 
 
 def run_ingest(cfg: Config, **kwargs: Any) -> GraphStats:
