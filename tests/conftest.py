@@ -33,25 +33,30 @@ def ltgwiki_tiny_8() -> Path:
 
 
 @pytest.fixture(scope="session")
-def enwiki233_graph(request) -> Path:
-    """enwiki-233 ingested by the graph stage, cached across sessions in .pytest_cache.
+def enwiki233_graph(request, tmp_path_factory) -> Path:
+    """enwiki-233 through the graph stage, cached across sessions in .pytest_cache.
 
-    The cache key is the dump's bytes plus the graph stage's source, so a change
-    to the graph code re-ingests. Tests copy this directory before writing to it.
+    The cache key is the dump's bytes plus the source of the graph stage, the stage contract and
+    storage, so a change to any of them re-ingests. Tests copy this directory before writing to it.
     """
     import hashlib
 
-    dump = Path(__file__).resolve().parents[1] / ".." / "shared" / "wiki" / "enwiki-233.xml.bz2"
+    import hopforge
+    from hopforge.config import load_config
+    from hopforge.graph import run_ingest
+    from hopforge.stage import resolve
+
+    dump = (REPO / ".." / "shared" / "wiki" / "enwiki-233.xml.bz2").resolve()
     if not dump.exists():
         pytest.skip(f"{dump} not found: the shared Wikipedia fixtures live in ../shared/wiki beside the repo")
-    graph_mod = pytest.importorskip("hopforge.graph", reason="the graph stage (branch graph) is not merged")
     h = hashlib.sha256(dump.read_bytes())
-    for src in sorted(Path(graph_mod.__file__).parent.glob("*.py")):
-        h.update(src.read_bytes())
-    out = Path(request.config.cache.mkdir(f"hopforge-enwiki233-{h.hexdigest()[:12]}")) / "data"
-    from hopforge.storage.arrays import latest_run
-
-    if latest_run(out, "graph") is None:
-        cfg = __import__('hopforge.config', fromlist=['load_config']).load_config(None, {"run.out": str(out), "graph.dump": str(dump), "graph.workers": 1})
-        graph_mod.run_ingest(cfg)
+    src = Path(hopforge.__file__).parent
+    for f in sorted([*(src / "graph").glob("*.py"), *(src / "storage").glob("*.py"), src / "stage.py"]):
+        h.update(f.read_bytes())
+    cache = getattr(request.config, "cache", None)
+    base = Path(cache.mkdir(f"hopforge-enwiki233-{h.hexdigest()[:12]}")) if cache else tmp_path_factory.mktemp("g")
+    out = base / "data"
+    cfg = load_config(None, {"run.out": str(out), "graph.dump": str(dump), "graph.workers": 1})
+    if resolve(cfg, "graph").complete() is None:
+        run_ingest(cfg)
     return out

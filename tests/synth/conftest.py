@@ -11,16 +11,21 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hopforge.config import load_config
-from hopforge.storage import schema_for, write_shard
-from hopforge.storage.arrays import save_arrays
+from hopforge.config import Config, load_config
+from hopforge.storage import schema_for
+from hopforge.testing.stages import complete_stage
 
-GRAPH_RUN = "g0"
+TOY_DUMP = "toy.xml"  # no such file: the graph stage run is recorded by complete_stage, never ingested
+
+
+def toy_config(out: Path | str, **overrides: Any) -> Config:
+    """A config whose graph stage resolves to the toy graph recorded under ``out``."""
+    return load_config(None, {"run.out": str(out), "graph.dump": TOY_DUMP, **overrides})
 
 
 def build_graph(out: Path, pages: list[dict[str, Any]], links: list[tuple[str, str, str, str, bool]],
                 redirects: list[tuple[str, str]] = ()) -> None:
-    """Write pages/links/redirects/nodes and the CSR arrays for a toy graph.
+    """Record pages/links/redirects/nodes and the CSR arrays of a toy graph as a complete graph stage run.
 
     ``links`` are (src title, dst title, anchor, sentence, in_lead); positions are
     assigned in order per source page. Node order = page order.
@@ -67,15 +72,15 @@ def build_graph(out: Path, pages: list[dict[str, Any]], links: list[tuple[str, s
                  for p, r in zip(pages, page_rows, strict=True)]
     red_rows = [{"title": t, "page_id": 900 + i, "target": tgt, "target_id": ids[tgt], "fragment": None, "chain": []}
                 for i, (t, tgt) in enumerate(redirects)]
-    for table, rows in (("pages", page_rows), ("links", link_rows), ("nodes", node_rows), ("redirects", red_rows)):
-        if rows:
-            write_shard(out, table, pa.Table.from_pylist(rows, schema=schema_for(table)), run_id=GRAPH_RUN)
-    save_arrays(out, "graph", GRAPH_RUN, {
+    tables = {table: pa.Table.from_pylist(rows, schema=schema_for(table))
+              for table, rows in (("pages", page_rows), ("links", link_rows), ("nodes", node_rows),
+                                  ("redirects", red_rows))}
+    complete_stage(toy_config(out), "graph", tables, arrays={
         "indptr": indptr,
         "indices": np.array([d for _, d in order], np.int32),
         "edge_position": np.array([edges[k][0] for k in order], np.int32),
         "edge_in_lead": np.array([edges[k][1] for k in order], bool),
-    }, meta={"n_nodes": n, "n_edges": len(order), "dump": "toy.xml"})
+    })
 
 
 # A fictional world (no Wikipedia text): a chain Aldmoor -> Brannock Abbey -> Cedric Vane -> Duskwater Press,
@@ -132,8 +137,7 @@ def toy_out(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def toy_cfg(toy_out: Path):
-    return load_config(None, {"run.out": str(toy_out), "synth.n_questions": 20, "synth.hops_min": 2,
-                              "synth.hops_max": 3})
+    return toy_config(toy_out, **{"synth.n_questions": 20, "synth.hops_min": 2, "synth.hops_max": 3})
 
 
 def path_of(view, titles: list[str]) -> tuple[list[int], list[int], str]:

@@ -36,7 +36,7 @@ def thousand(enwiki233_graph, tmp_path_factory):
 def test_thousand_template_questions_with_configured_hops(thousand):
     # Speed is measured in benchmarks/ (BENCHMARKS.md), never asserted in a test.
     out, stats, _seconds = thousand
-    assert stats["questions"] == 1000
+    assert stats.questions == 1000
     hops = Counter(read_table(out, "questions", columns=["hops"]).column("hops").to_pylist())
     assert set(hops) == {2, 3, 4, 5, 6}  # default hops_min..hops_max
     assert all(140 <= n <= 260 for n in hops.values()), hops  # uniform over 5 values: 200 each, +-4 sigma
@@ -61,7 +61,7 @@ def test_rows_carry_path_evidence_aliases_and_checks_and_never_the_answer(thousa
                next(c for c in q["checks"] if c["name"] == "answer_leak")["detail"].startswith("question names walk")
                for q in rows)
     assert all(next(c for c in q["checks"] if c["name"] == "malformed")["passed"] for q in rows)
-    assert 0 < stats["passed"] < 1000
+    assert 0 < stats.passed < 1000
     rejects = read_table(out, "rejects").to_pylist()
     assert {r["row_id"] for r in rejects} == {q["question_id"] for q in rows if not q["passed"]}
 
