@@ -12,7 +12,10 @@ flight, retries, and (for ``cpu``/``vllm`` without ``base_url``, and for
 
 Retries are a small loop of our own rather than tenacity: the in-flight slot must
 be released while backing off (or 256 sleeping retries would block every other
-trajectory), and the engine records the retry count per trajectory. Backoff is
+trajectory), a managed server that is restarting must be waited for without
+spending retries, and the engine records the retry count per trajectory. tenacity
+can do the first (take the slot inside the retried call) but not the second without
+a custom stop rule longer than this loop, so it is not a dependency. Backoff is
 exponential with full jitter (AWS architecture blog, "Exponential Backoff And
 Jitter"), on 5xx/429, timeouts, dropped connections and truncated bodies.
 """

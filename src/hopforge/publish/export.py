@@ -112,7 +112,7 @@ OPENAI_SCHEMA = pa.schema(_COMMON + [
     ("tools", pa.string()),
 ])
 
-SCHEMAS = {"trl": TRL_SCHEMA, "sharegpt": SHAREGPT_SCHEMA, "openai-jsonl": OPENAI_SCHEMA}
+FORMAT_SCHEMAS = {"trl": TRL_SCHEMA, "sharegpt": SHAREGPT_SCHEMA, "openai-jsonl": OPENAI_SCHEMA}
 
 
 # ---------------------------------------------------------------- formats
@@ -356,7 +356,7 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
                  selection: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
     ecfg = cfg.export
     meta_sql, turns_sql = _select_sql(include_rejected)
-    writer = _SplitWriter(root, SCHEMAS[fmt], ecfg.rows_per_shard, jsonl=fmt == "openai-jsonl")
+    writer = _SplitWriter(root, FORMAT_SCHEMAS[fmt], ecfg.rows_per_shard, jsonl=fmt == "openai-jsonl")
     formatter = FORMATTERS[fmt]
     counts: dict[str, Any] = {
         "trajectories": 0, "trajectories_without_turns": 0, "samples": dict.fromkeys(SPLITS, 0),

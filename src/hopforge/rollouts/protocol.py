@@ -73,7 +73,7 @@ def _split_think(content: str) -> tuple[str, str | None]:
     return THINK_RE.sub("", content).strip(), "\n".join(p.strip() for p in parts)
 
 
-class Conversation:
+class History:
     """Append-only history: ``parts`` are pre-serialised (chat) or JSON-escaped prompt text (text).
 
     Two context events rewrite it (rarely, never per turn): :meth:`fold` replaces old
@@ -149,13 +149,13 @@ class ChatProtocol:
                              "tool_choice": "auto"})
         self._head = head[:-1] + b',"tools":' + TOOLS_JSON + b',"messages":['
 
-    def start(self, question: str) -> tuple[Conversation, list[tuple[str, str]]]:
-        conv = Conversation()
+    def start(self, question: str) -> tuple[History, list[tuple[str, str]]]:
+        conv = History()
         conv.append(orjson.dumps({"role": "system", "content": self.system_prompt}))
         conv.append(orjson.dumps({"role": "user", "content": question}))
         return conv, [("system", self.system_prompt), ("user", question)]
 
-    def body(self, conv: Conversation, seed: int | None = None) -> bytes:
+    def body(self, conv: History, seed: int | None = None) -> bytes:
         tail = b"]" if seed is None else b'],"seed":' + str(seed).encode()
         return self._head + b",".join(conv.parts) + tail + b"}"
 
@@ -221,12 +221,12 @@ class ChatProtocol:
         turn.action = Action(str(name), typed, call_id)  # type: ignore[arg-type]
         return turn
 
-    def append_turn(self, conv: Conversation, turn: ModelTurn) -> None:
+    def append_turn(self, conv: History, turn: ModelTurn) -> None:
         msg = {k: v for k, v in turn.message.items() if not k.startswith("_")}
         conv.mark_turn()
         conv.append(orjson.dumps(msg or {"role": "assistant", "content": turn.content}))
 
-    def append_observation(self, conv: Conversation, turn: ModelTurn, observation: str) -> tuple[str, str | None]:
+    def append_observation(self, conv: History, turn: ModelTurn, observation: str) -> tuple[str, str | None]:
         """Append the observation; returns (role, tool_call_id) as recorded in turns."""
         call_id = turn.action.call_id if turn.action else turn.message.get("_call_id")
         if call_id is not None:
@@ -236,10 +236,10 @@ class ChatProtocol:
         conv.append(orjson.dumps({"role": "user", "content": observation}), _stub(observation))
         return "user", None
 
-    def summarize(self, conv: Conversation) -> int:
+    def summarize(self, conv: History) -> int:
         return conv.summarize(_chat_summary)
 
-    def fold(self, conv: Conversation, keep_last: int = 2) -> int:
+    def fold(self, conv: History, keep_last: int = 2) -> int:
         """Replace the oldest observations (all but ``keep_last``) by one-line stubs; returns parts folded."""
         n = 0
         while conv.folded < len(conv.observations) - keep_last:
@@ -331,14 +331,14 @@ class TextProtocol:
                              "stop": TEXT_STOP})
         self._head = head[:-1] + b',"prompt":'
 
-    def start(self, question: str) -> tuple[Conversation, list[tuple[str, str]]]:
-        conv = Conversation()
+    def start(self, question: str) -> tuple[History, list[tuple[str, str]]]:
+        conv = History()
         conv.append(_esc(self.few_shot))
         q = " ".join(question.split())
         conv.append(_esc(f"\nQuestion: {q}\nThought:"))
         return conv, [("system", self.few_shot), ("user", question)]
 
-    def body(self, conv: Conversation, seed: int | None = None) -> bytes:
+    def body(self, conv: History, seed: int | None = None) -> bytes:
         tail = b"}" if seed is None else b',"seed":' + str(seed).encode() + b"}"
         # Parts are stored JSON-escaped, so the body is a join, not a re-encode of the prompt.
         return self._head + b'"' + b"".join(conv.parts) + b'"' + tail
@@ -390,20 +390,20 @@ class TextProtocol:
         turn.action = Action(name, typed, None)  # type: ignore[arg-type]
         return turn
 
-    def append_turn(self, conv: Conversation, turn: ModelTurn) -> None:
+    def append_turn(self, conv: History, turn: ModelTurn) -> None:
         conv.mark_turn()
         conv.append(_esc(turn.message.get("text", " " + turn.content.strip())))
 
-    def append_observation(self, conv: Conversation, turn: ModelTurn, observation: str) -> tuple[str, str | None]:
+    def append_observation(self, conv: History, turn: ModelTurn, observation: str) -> tuple[str, str | None]:
         quoted = PROTOCOL_LINE_RE.sub("| ", observation)
         conv.append(_esc(f"\nObservation: {quoted}"), _stub(quoted))
         conv.append(_esc("\nThought:"))
         return "tool", None
 
-    def summarize(self, conv: Conversation) -> int:
+    def summarize(self, conv: History) -> int:
         return conv.summarize(_text_summary)
 
-    def fold(self, conv: Conversation, keep_last: int = 2) -> int:
+    def fold(self, conv: History, keep_last: int = 2) -> int:
         n = 0
         while conv.folded < len(conv.observations) - keep_last:
             idx, stub = conv.observations[conv.folded]
@@ -420,7 +420,7 @@ def _esc(text: str) -> bytes:
     return orjson.dumps(text)[1:-1]
 
 
-def prompt_text(conv: Conversation) -> str:
+def prompt_text(conv: History) -> str:
     """The full text prompt of a text-protocol conversation (for logs and tests)."""
     return orjson.loads(b'"' + b"".join(conv.parts) + b'"')
 
