@@ -104,7 +104,9 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
     ``card`` is an export directory whose data card (README.md, plots/*.png) the overview shows;
     without it the usual places under ``out`` are searched.
     """
-    catalog = LiveCatalog(out)
+    from hopforge.stage import current_selection
+
+    catalog = LiveCatalog(out, select=current_selection)
     card_dir = Path(card).resolve() if card is not None else None
     templates = Jinja2Templates(env=_environment())
 

@@ -11,7 +11,7 @@ one changed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,14 @@ from hopforge.storage.shards import MANIFEST, table_dir
 
 
 class LiveCatalog:
-    """Hands out read-only DuckDB cursors over ``out``; thread-safe."""
+    """Hands out read-only DuckDB cursors over ``out``; thread-safe.
 
-    def __init__(self, out: str | Path) -> None:
+    ``select`` picks the partitions the plain table views read (e.g. the most recently completed
+    chain of stage runs); it is asked again whenever the catalog reopens."""
+
+    def __init__(self, out: str | Path, select: Callable[[Path], Any] | None = None) -> None:
         self.out = Path(out).resolve()
+        self.select = select
         self._lock = threading.Lock()
         self._stack: ExitStack | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -43,11 +47,14 @@ class LiveCatalog:
                 sig.append((table, st.st_mtime_ns, st.st_size))
             except FileNotFoundError:
                 sig.append((table, None, None))
+        # A stage run completing changes which chain the views show.
+        sig.append(("_stages", len(list(self.out.glob("_stages/*/complete.json")))))
         return tuple(sig)
 
     def _reopen(self, signature: tuple[Any, ...]) -> None:
         stack = ExitStack()
-        con = stack.enter_context(open_catalog(self.out))  # raises StorageError for a missing dir
+        selection = self.select(self.out) if self.select else None
+        con = stack.enter_context(open_catalog(self.out, selection))  # raises StorageError for a missing dir
         old = self._stack
         self._stack, self._con, self._signature = stack, con, signature
         self.generation += 1
