@@ -34,9 +34,10 @@ from hopforge.filters.effort import EffortFilter  # noqa: E402
 from hopforge.storage.episodes import Episode  # noqa: E402
 from hopforge.filters.format import FormatFilter  # noqa: E402
 from hopforge.labels.rules import apply_rules_policy, rule_labels  # noqa: E402
-from hopforge.filters.run import run_filters, run_labels  # noqa: E402
+from hopforge.filters import run_filters  # noqa: E402
+from hopforge.labels.stage import run_labels  # noqa: E402
+from hopforge.testing.stages import complete_chain  # noqa: E402
 from hopforge.filters.steps import FilterPipeline  # noqa: E402
-from hopforge.storage import ShardWriter  # noqa: E402
 
 VOCAB = [f"w{i}" for i in range(5000)] + ["Austria", "Vienna", "Danube", "river", "capital", "born"]
 
@@ -86,14 +87,11 @@ def bench_e2e(n: int) -> dict:
     questions, eps = synthetic(n, seed=1)
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)
-        with ShardWriter(out, "questions", run_id="s") as w:
-            w.write_many(questions)
-        with ShardWriter(out, "trajectories", run_id="r") as w:
-            w.write_many(e.trajectory for e in eps)
-        with ShardWriter(out, "turns", run_id="r", rows_per_shard=20_000) as w:
-            for e in eps:
-                w.write_many(e.turns)
-        cfg = load_config(None, {"run.out": str(out)})
+        cfg = load_config(None, {"run.out": str(out), "graph.dump": "bench.xml"})
+        # The synthetic rows, recorded as the complete output of the stages before the filter stage.
+        complete_chain(cfg, {"questions": {"questions": questions},
+                             "rollouts": {"trajectories": [e.trajectory for e in eps],
+                                          "turns": [t for e in eps for t in e.turns]}})
         c0 = time.process_time()
         t0 = time.perf_counter()
         rep = run_filters(cfg)
@@ -101,10 +99,10 @@ def bench_e2e(n: int) -> dict:
         lab = run_labels(cfg)
         t2 = time.perf_counter()
         cpu = time.process_time() - c0
-    return {"trajectories": n, "kept": rep["kept"], "labelled": lab["trajectories"], "filter_s": t1 - t0,
+    return {"trajectories": n, "kept": rep.kept, "labelled": lab.trajectories, "filter_s": t1 - t0,
             "label_s": t2 - t1, "cpu_s": cpu, "traj_per_s": n / (t2 - t0), "traj_per_cpu_s": n / cpu,
             "extrapolated_100k_s": 100_000 * (t2 - t0) / n, "funnel": [(s["step"], s["in"], s["kept"])
-                                                                       for s in rep["steps"]]}
+                                                                       for s in rep.steps]}
 
 
 def bench_minhash(n: int) -> dict:

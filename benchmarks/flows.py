@@ -1,4 +1,4 @@
-"""Prefect overhead of `hopforge run`: a full pipeline run, then the same command again (all cached).
+"""Prefect overhead of `hopforge run`: a full pipeline run, then the same command again (every batch complete).
 
     PYTHONPATH=src python benchmarks/flows.py [--out benchmarks/_work/flows]
 
@@ -45,17 +45,17 @@ def main() -> None:
     args.out.mkdir(parents=True)
     config = args.out / "bench.toml"
     config.write_text(CONFIG.format(dump=dump))
-    for label in ("first run", "re-run (cached)"):
+    for label in ("first run", "re-run (complete)"):
         t0 = time.monotonic()
         summary, state = run_pipeline(config, {"run.out": str(args.out / "data")})
         total = time.monotonic() - t0
         stages = sum(s["seconds"] for s in summary["stages"])
         tasks = sum(s["tasks"] for s in summary["stages"])
-        cached = sum(s["cached"] for s in summary["stages"])
+        skipped = sum(s["skipped"] for s in summary["stages"])
         print(f"{label}: {total:.1f} s wall, {stages:.1f} s inside stage flows, {tasks} tasks "
-              f"({cached} cached), state {state.name}")
+              f"({skipped} skipped), state {state.name}")
         for s in summary["stages"]:
-            print(f"  {s['stage']:<22} tasks {s['tasks']:>3}  ran {s['ran']:>3}  cached {s['cached']:>3}  "
+            print(f"  {s['stage']:<22} tasks {s['tasks']:>3}  ran {s['ran']:>3}  skipped {s["skipped"]:>3}  "
                   f"{s['seconds']:.1f} s")
 
 

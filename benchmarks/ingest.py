@@ -89,7 +89,7 @@ def main() -> None:
             code = (
                 "import json,sys; from hopforge.config import load_config; from hopforge.graph import run_ingest; "
                 f"cfg=load_config(None, {{'graph.dump': {str(dump)!r}, 'run.out': {tmp + '/hf'!r}, "
-                f"'graph.workers': {args.workers}}}); print(json.dumps(run_ingest(cfg)))"
+                f"'graph.workers': {args.workers}}}); print(json.dumps(run_ingest(cfg).to_dict()))"
             )
             results[hf_name] = timed([sys.executable, "-c", code], env=env)
             stats = json.loads(results[hf_name]["stdout"].strip().splitlines()[-1])
@@ -100,8 +100,8 @@ def main() -> None:
     print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"- dump: {dump.stat().st_size / 1e6:.1f} MB bz2, {mb:.1f} MB XML, {pages} pages")
     print(f"- hopforge output: {stats['pages']} pages, {stats['redirects']} redirects, "
-          f"{stats['links_raw']} links with anchor+sentence ({stats['graph']['links']} in-dump), "
-          f"{stats['graph']['edges']} graph edges, {stats['rejects']} rejects\n")
+          f"{stats['links_raw']} links with anchor+sentence ({stats['links']} in-dump), "
+          f"{stats['edges']} graph edges, {sum(stats['rejects'].values())} rejects\n")
     print(f"{len(rounds)} round(s); each row is that tool's median round by CPU seconds.\n")
     print("| tool | wall s | CPU s | pages/s per core | XML MB/s per core | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -31,6 +31,7 @@ from hopforge.rollouts.environment import Environment
 from hopforge.llm.servers import ManagedServer, scripted_command
 from hopforge.rollouts.engine import RolloutEngine, LiveStats, TrajectorySink
 from hopforge.llm.client import make_teacher
+from hopforge.storage import write_group
 from tests.rollouts.rollout_fixtures import write_wiki
 
 
@@ -51,7 +52,9 @@ def engine_run(out: Path, url: str, env: Environment, *, in_flight: int, traject
     async def go() -> tuple[LiveStats, float, float]:
         stats = LiveStats()
         async with make_teacher(cfg) as teacher:
-            engine = RolloutEngine(cfg, teacher, env, TrajectorySink(cfg) if write else None, stats)
+            sink = TrajectorySink(lambda tables: write_group(out, tables, run_id=cfg.run.run_id, batch="bench"),
+                                  flush_every=cfg.rollout.flush_every, flush_seconds=cfg.rollout.flush_seconds)
+            engine = RolloutEngine(cfg, teacher, env, sink if write else None, stats)
             items = [(f"q{i}", f"Bench question {i}?", 0) for i in range(trajectories)]
             c0, w0 = time.process_time(), time.perf_counter()
             await engine.run(items)
