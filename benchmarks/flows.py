@@ -4,7 +4,7 @@
 
 Uses enwiki-233 and the scripted teacher (no model), so the numbers are the
 orchestration cost around cheap stages: ephemeral API start, flow/task-run
-bookkeeping, result persistence, and the replay of cached tasks.
+bookkeeping, and the completion checks of batches already done.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
         print(f"{label}: {total:.1f} s wall, {stages:.1f} s inside stage flows, {tasks} tasks "
               f"({skipped} skipped), state {state.name}")
         for s in summary["stages"]:
-            print(f"  {s['stage']:<22} tasks {s['tasks']:>3}  ran {s['ran']:>3}  skipped {s["skipped"]:>3}  "
+            print(f"  {s['stage']:<22} tasks {s['tasks']:>3}  ran {s['ran']:>3}  skipped {s['skipped']:>3}  "
                   f"{s['seconds']:.1f} s")
 
 
