@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from hopforge.errors import StorageError
 from hopforge.storage import read_table
 from hopforge.storage.arrays import latest_run, load_csr
+from hopforge.text.titles import normalize_title
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -61,8 +62,8 @@ class LinkGraph:
         return int(self.indptr[-1])
 
     def node_of(self, title: str) -> int | None:
-        """Node of a title (exact, or via a redirect, or with the first letter upper-cased)."""
-        for t in (title, title[:1].upper() + title[1:] if title else title):
+        """Node of a title (exact, or via a redirect, or normalised as MediaWiki does)."""
+        for t in (title, normalize_title(title)):
             if t in self._node:
                 return self._node[t]
             if t in self._redirects:
