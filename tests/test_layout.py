@@ -1,5 +1,5 @@
 """The layout reads as the pipeline: no stage package imports another stage, flows or the CLI;
-storage knows no stage and no config; llm and text import no stage (checked on the source, every
+storage knows no stage and no config; llm, search and text import no stage (checked on the source, every
 import statement including the ones inside functions)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hopforge"
 STAGES = ("graph", "synth", "rollouts", "filters", "labels", "publish")
-FOLDERS = ("graph/", "synth/", "rollouts/", "llm/", "filters/", "labels/", "publish/", "storage/", "flows/",
-           "viewer/", "text/", "testing/", "cli.py", "config.py", "stage.py")
+FOLDERS = ("graph/", "synth/", "rollouts/", "llm/", "search/", "filters/", "labels/", "publish/", "storage/",
+           "flows/", "viewer/", "text/", "testing/", "cli.py", "config.py", "stage.py")
 
 
 def imports(package: str) -> list[tuple[str, str]]:
@@ -39,13 +39,15 @@ def test_no_stage_imports_another_stage_flows_or_cli(stage):
     assert not bad, f"{stage}/ imports {bad}"
 
 
-@pytest.mark.parametrize("package", ["storage", "text", "llm"])
+@pytest.mark.parametrize("package", ["storage", "text", "llm", "search"])
 def test_shared_packages_import_no_stage(package):
     forbidden = {f"hopforge.{s}" for s in STAGES} | {"hopforge.flows", "hopforge.cli", "hopforge.stage"}
     if package in ("storage", "text"):
         forbidden.add("hopforge.config")
     if package == "text":
         forbidden |= {"hopforge.storage", "hopforge.llm"}
+    if package == "search":  # the index reads pages through storage; it needs no model and no config
+        forbidden |= {"hopforge.llm", "hopforge.config"}
     bad = [(f, m) for f, m in imports(package) if any(m == x or m.startswith(x + ".") for x in forbidden)]
     assert not bad, f"{package}/ imports {bad}"
 

@@ -1,0 +1,254 @@
+"""BM25 over the paragraph passages of one graph run's pages: the index the agent searches.
+
+Shared by the rollout stage's search environment (``search``) and the question stage's
+retrieval gates and offline replay (the question stage must measure difficulty with the
+very index the agent will use, and no stage imports another). bm25s is a sparse,
+precomputed-score BM25 whose query is a sparse row sum (~0.1 ms on a few thousand
+passages; pure numpy/scipy, so no JVM like Pyserini and no per-query Python loop over
+documents like rank_bm25).
+
+Passages are paragraphs of at least ``MIN_PASSAGE_CHARS`` with the page title prepended,
+grouped by page in page order. A page's score for a query is its best passage's score, and
+its rank is its place in the de-duplicated ranked list :meth:`SearchIndex.search` returns
+(one hit per page), so :meth:`SearchIndex.ranks` agrees with what the agent sees (up to the
+order of exactly tied scores, which ``ranks`` breaks by passage order).
+
+The index is built once per graph run and cached under ``OUT/_cache/bm25-<key>/``, where the
+key hashes the pages/redirects shards' checksums and the tokenizer settings, so a changed
+graph rebuilds it and a re-run loads it in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hopforge.errors import StorageError
+from hopforge.storage import read_manifest, read_table
+from hopforge.storage.arrays import latest_run
+
+log = logging.getLogger(__name__)
+# bm25s logs every index build at DEBUG through its own handler; keep it out of our CLI output.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
+
+INDEX_VERSION = 1
+# bm25s' own default token pattern; queries are split with the same regex so
+# query and corpus tokens agree.
+TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
+SNIPPET_CHARS = 240
+MIN_PASSAGE_CHARS = 40  # headings and stubs alone are noise in a ranked list
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    passage_id: str  # "<page_id>:<paragraph index>"
+    title: str
+    snippet: str
+    score: float
+
+
+def paginate(text: str, page_chars: int) -> list[str]:
+    """Split ``text`` into chunks of at most ``page_chars``, cutting at paragraph,
+    then line, then word boundaries so a visit never ends mid-word when avoidable."""
+    chunks: list[str] = []
+    rest = text.strip()
+    while len(rest) > page_chars:
+        window = rest[:page_chars]
+        cut = max(window.rfind("\n\n"), window.rfind("\n"))
+        if cut < page_chars // 3:
+            cut = window.rfind(" ")
+        if cut < page_chars // 3:
+            cut = page_chars
+        chunks.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not chunks:
+        chunks.append(rest)
+    return chunks
+
+
+class SearchIndex:
+    """BM25 over title-prefixed paragraphs; ``texts[i]`` is page ``titles[i]``'s whole text.
+
+    Thread-safe for reads. ``retriever``/``passages``/``vocab`` are a loaded index (from
+    :meth:`from_tables`' cache); without them the index is built from ``texts``."""
+
+    def __init__(self, titles: list[str], texts: list[str], page_ids: list[int] | None = None, *,
+                 retriever: bm25s.BM25 | None = None, passages: tuple[np.ndarray, np.ndarray] | None = None,
+                 vocab: dict[str, int] | None = None) -> None:
+        self.titles = titles
+        self.texts = texts
+        self.page_ids = page_ids if page_ids is not None else list(range(len(titles)))
+        self._paras_cache: dict[int, list[str]] = {}  # page index -> paragraphs, for snippets
+        self._index_of = {t: i for i, t in enumerate(titles)}
+        if retriever is None or passages is None or vocab is None:
+            retriever, passages, vocab = self._build(titles, texts)
+        self._bm25 = retriever
+        self._passage_page, self._passage_para = passages
+        self._vocab = vocab
+        self._stop = set(bm25s.stopwords.STOPWORDS_EN)
+        # Passages are grouped by page in page order: the first passage of each page with any.
+        self._page_starts = np.flatnonzero(np.r_[True, np.diff(self._passage_page) != 0]) if len(
+            self._passage_page) else np.zeros(0, np.int64)
+        self._pages_with_passages = self._passage_page[self._page_starts] if len(self._passage_page) else \
+            np.zeros(0, np.int32)
+
+    @staticmethod
+    def _build(titles: list[str], texts: list[str]) -> tuple[bm25s.BM25, tuple[np.ndarray, np.ndarray],
+                                                            dict[str, int]]:
+        corpus: list[str] = []
+        page_of: list[int] = []
+        para_of: list[int] = []
+        for i, text in enumerate(texts):
+            for j, para in enumerate(text.split("\n\n")):
+                if len(para.strip()) >= MIN_PASSAGE_CHARS:
+                    # The title is prepended so a query naming the entity finds its page.
+                    corpus.append(f"{titles[i]}. {para}")
+                    page_of.append(i)
+                    para_of.append(j)
+        if not corpus:
+            raise StorageError("cannot build the search index: no page has a paragraph of text")
+        tok = bm25s.tokenize(corpus, stopwords="en", show_progress=False)
+        retriever = bm25s.BM25()
+        retriever.index(tok, show_progress=False)
+        return retriever, (np.asarray(page_of, np.int32), np.asarray(para_of, np.int32)), dict(tok.vocab)
+
+    @classmethod
+    def from_tables(cls, out: str | Path, run: str | None = None, *, cache: bool = True) -> SearchIndex:
+        """Pages of graph stage run ``run`` (default: the latest complete graph) and their index, from
+        the cache under ``OUT/_cache`` (or built and cached). One run only: two ingests in one OUT never
+        give duplicate passages."""
+        t0 = time.perf_counter()
+        run = run or latest_run(out, "graph")
+        pages = read_table(out, "pages", run=run, columns=["page_id", "title", "text"]) if run else None
+        if pages is None or pages.num_rows == 0:
+            raise StorageError(f"no pages under {Path(out) / 'pages'} (graph run {run}): run `hopforge ingest` first")
+        titles = pages.column("title").to_pylist()
+        texts = [t or "" for t in pages.column("text").to_pylist()]
+        page_ids = pages.column("page_id").to_pylist()
+        cache_dir = Path(out) / "_cache" / f"bm25-{cache_key(out, run)}"
+        if cache and (cache_dir / "done").exists():
+            retriever = bm25s.BM25.load(str(cache_dir), mmap=False, show_progress=False, verbosity=0)
+            meta = pq.read_table(cache_dir / "passages.parquet")
+            passages = (meta.column("page").to_numpy().astype(np.int32), meta.column("para").to_numpy().astype(np.int32))
+            vocab = orjson.loads((cache_dir / "vocab.json").read_bytes())
+            index = cls(titles, texts, page_ids, retriever=retriever, passages=passages, vocab=vocab)
+            log.info("search index loaded from %s in %.2fs", cache_dir, time.perf_counter() - t0)
+            return index
+        index = cls(titles, texts, page_ids)
+        if cache:
+            index.save(cache_dir)
+        log.info("search index over %d passages built in %.2fs", index.num_passages, time.perf_counter() - t0)
+        return index
+
+    def save(self, cache_dir: Path) -> None:
+        tmp = cache_dir.with_name(cache_dir.name + f".tmp{time.monotonic_ns()}")
+        tmp.mkdir(parents=True)
+        self._bm25.save(str(tmp), show_progress=False)
+        pq.write_table(pa.table({"page": self._passage_page, "para": self._passage_para}), tmp / "passages.parquet")
+        (tmp / "vocab.json").write_bytes(orjson.dumps(self._vocab))
+        (tmp / "done").write_text("ok\n")
+        try:
+            tmp.rename(cache_dir)  # atomic; a concurrent builder that won first keeps its copy
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @property
+    def num_passages(self) -> int:
+        return len(self._passage_page)
+
+    def _query_ids(self, query: str) -> list[int]:
+        return [self._vocab[w] for w in TOKEN_RE.findall(query.lower()) if w not in self._stop and w in self._vocab]
+
+    # ------------------------------------------------------------------ ranked passages
+
+    def search(self, query: str, k: int = 5) -> list[SearchHit]:
+        """Top-``k`` passages for ``query`` (at most one per page, best first)."""
+        ids = self._query_ids(query)
+        if not ids:
+            return []
+        scores = self._bm25.get_scores(ids)
+        n = min(len(scores), k * 4)
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        hits: list[SearchHit] = []
+        seen: set[int] = set()
+        for p in top:
+            s = float(scores[p])
+            if s <= 0:
+                break
+            page = int(self._passage_page[p])
+            if page in seen:
+                continue
+            seen.add(page)
+            para = int(self._passage_para[p])
+            hits.append(SearchHit(f"{self.page_ids[page]}:{para}", self.titles[page], self.snippet(page, para), s))
+            if len(hits) == k:
+                break
+        return hits
+
+    def snippet(self, page: int, para: int) -> str:
+        paras = self._paras_cache.get(page)
+        if paras is None:  # split once per page, not once per hit (pages run to 100+ KB)
+            paras = self._paras_cache[page] = self.texts[page].split("\n\n")
+        text = paras[para].strip()
+        return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+
+    # ------------------------------------------------------------------ ranks of given pages
+
+    def _page_best(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per page with passages: its best passage score and that passage's index (first on ties)."""
+        best = np.maximum.reduceat(scores, self._page_starts)
+        # First passage reaching the page's best: where the ranked passage list meets the page first.
+        hit = scores >= np.repeat(best, np.diff(np.r_[self._page_starts, len(scores)]))
+        idx = np.flatnonzero(hit)
+        firsts = idx[np.r_[True, np.diff(self._passage_page[idx]) != 0]]
+        return best, firsts
+
+    def ranks(self, query: str, pages: Sequence[int]) -> list[int | None]:
+        """1-based rank of each page (index into ``titles``) in the de-duplicated hit list for
+        ``query``, as :meth:`search` would list it with an unbounded ``k``; None when the page
+        scores 0 (no query term in it) or has no passage."""
+        ids = self._query_ids(query)
+        if not ids or not len(self._page_starts):
+            return [None] * len(pages)
+        scores = self._bm25.get_scores(ids)
+        best, first = self._page_best(scores)
+        slot = np.full(len(self.titles), -1, np.int64)
+        slot[self._pages_with_passages] = np.arange(len(self._pages_with_passages))
+        out: list[int | None] = []
+        for page in pages:
+            j = int(slot[page])
+            if j < 0 or best[j] <= 0:
+                out.append(None)
+                continue
+            s, p = best[j], first[j]
+            # Pages ahead: a higher best score, or the same score reached by an earlier passage.
+            ahead = int(np.count_nonzero(best > s)) + int(np.count_nonzero((best == s) & (first < p)))
+            out.append(ahead + 1)
+        return out
+
+    def index_of(self, title: str) -> int | None:
+        """The page index of an exact title (None if absent)."""
+        return self._index_of.get(title)
+
+
+def cache_key(out: str | Path, run: str) -> str:
+    """Hash of the run's pages/redirects shards' checksums + index settings."""
+    h = hashlib.sha256(f"v{INDEX_VERSION}|{TOKEN_RE.pattern}|{MIN_PASSAGE_CHARS}|bm25s{bm25s.__version__}".encode())
+    for table in ("pages", "redirects"):
+        for info in read_manifest(out, table):
+            if info.run == run:
+                h.update(f"{table}:{info.path}:{info.sha256}".encode())
+    return h.hexdigest()[:16]
