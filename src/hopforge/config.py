@@ -75,6 +75,17 @@ class SynthConfig(_Section):
     workers: int = Field(default=1, ge=1, le=256)  # processes for the CLI's executor
     llm_max_tokens: int = Field(default=200, ge=16)  # LLM composer: tokens for one question
     llm_concurrency: int = Field(default=16, ge=1, le=4096)  # LLM composer: requests in flight
+    # The language questions are asked in: "auto" reads the dump's <siteinfo>; the template composer
+    # writes English only and refuses any other language.
+    language: str = Field(default="auto", pattern=r"^(?:auto|[a-z]{2,3}(?:-[a-z0-9]+)*)$")
+    # Uniqueness certificate: every clue alone must fit at least this many pages of the dump.
+    min_clue_pages: int = Field(default=5, ge=1)
+    # Retrieval gates: the whole question must not rank the answer page in its top retrieval_k.
+    retrieval_k: int = Field(default=5, ge=1, le=1000)
+    # Offline replay: results the scripted agent reads per search, turns it may take, visit page size.
+    replay_k: int = Field(default=10, ge=1, le=1000)
+    replay_max_turns: int = Field(default=40, ge=2, le=1000)
+    replay_page_chars: int = Field(default=2000, ge=100)
 
     @model_validator(mode="after")
     def _hops(self) -> SynthConfig:

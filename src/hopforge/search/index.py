@@ -103,6 +103,8 @@ class SearchIndex:
             self._passage_page) else np.zeros(0, np.int64)
         self._pages_with_passages = self._passage_page[self._page_starts] if len(self._passage_page) else \
             np.zeros(0, np.int32)
+        self._slot = np.full(len(titles), -1, np.int64)  # page index -> its slot among pages with passages
+        self._slot[self._pages_with_passages] = np.arange(len(self._pages_with_passages))
 
     @staticmethod
     def _build(titles: list[str], texts: list[str]) -> tuple[bm25s.BM25, tuple[np.ndarray, np.ndarray],
@@ -207,15 +209,6 @@ class SearchIndex:
 
     # ------------------------------------------------------------------ ranks of given pages
 
-    def _page_best(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per page with passages: its best passage score and that passage's index (first on ties)."""
-        best = np.maximum.reduceat(scores, self._page_starts)
-        # First passage reaching the page's best: where the ranked passage list meets the page first.
-        hit = scores >= np.repeat(best, np.diff(np.r_[self._page_starts, len(scores)]))
-        idx = np.flatnonzero(hit)
-        firsts = idx[np.r_[True, np.diff(self._passage_page[idx]) != 0]]
-        return best, firsts
-
     def ranks(self, query: str, pages: Sequence[int]) -> list[int | None]:
         """1-based rank of each page (index into ``titles``) in the de-duplicated hit list for
         ``query``, as :meth:`search` would list it with an unbounded ``k``; None when the page
@@ -224,20 +217,26 @@ class SearchIndex:
         if not ids or not len(self._page_starts):
             return [None] * len(pages)
         scores = self._bm25.get_scores(ids)
-        best, first = self._page_best(scores)
-        slot = np.full(len(self.titles), -1, np.int64)
-        slot[self._pages_with_passages] = np.arange(len(self._pages_with_passages))
+        best = np.maximum.reduceat(scores, self._page_starts)  # per page with passages: its best passage
         out: list[int | None] = []
         for page in pages:
-            j = int(slot[page])
+            j = int(self._slot[page]) if 0 <= page < len(self._slot) else -1
             if j < 0 or best[j] <= 0:
                 out.append(None)
                 continue
-            s, p = best[j], first[j]
-            # Pages ahead: a higher best score, or the same score reached by an earlier passage.
-            ahead = int(np.count_nonzero(best > s)) + int(np.count_nonzero((best == s) & (first < p)))
+            s = best[j]
+            ahead = int(np.count_nonzero(best > s))
+            tied = np.flatnonzero(best == s)
+            if len(tied) > 1:  # exact ties: the page whose best passage comes first is listed first
+                ahead += sum(1 for t in tied.tolist() if t != j and self._first_at(scores, t, s) <
+                             self._first_at(scores, j, s))
             out.append(ahead + 1)
         return out
+
+    def _first_at(self, scores: np.ndarray, slot: int, s: float) -> int:
+        lo = int(self._page_starts[slot])
+        hi = int(self._page_starts[slot + 1]) if slot + 1 < len(self._page_starts) else len(scores)
+        return lo + int(np.argmax(scores[lo:hi] >= s))
 
     def index_of(self, title: str) -> int | None:
         """The page index of an exact title (None if absent)."""

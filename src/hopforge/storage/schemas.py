@@ -162,6 +162,51 @@ WALKS = pa.schema(
     ]
 )
 
+# Question quality (schema v2): how each hop is stated, the uniqueness certificate, retrieval
+# ranks, leaks and the offline replay, as typed columns a user can cut on in SQL.
+RELATION = pa.struct(
+    [
+        ("hop", pa.int32()),
+        ("relation", pa.string()),  # "was born in": the fact relating path[hop-1] to path[hop]
+        ("source", pa.string()),  # infobox:<key> | sentence
+        ("stated_on", pa.string()),  # title of the page whose text or infobox states it
+    ]
+)
+
+CLUE_CERTIFICATE = pa.struct(
+    [
+        ("entity", pa.int32()),  # position on the path
+        ("clue", pa.string()),
+        ("kind", pa.string()),  # description | type | category | infobox | category_date
+        ("candidates", pa.int64()),  # pages of the dump that satisfy the clue alone
+        ("witnesses", pa.list_(pa.string())),  # some of them, other than the entity
+    ]
+)
+
+CLUE_RANK = pa.struct([("clue", pa.string()), ("rank", pa.int32())])
+
+LEAK = pa.struct(
+    [
+        ("entity", pa.int32()),
+        ("name", pa.string()),
+        ("source", pa.string()),  # title | redirect | anchor
+        ("form", pa.string()),  # exact | inflection | derived
+        ("found", pa.string()),
+    ]
+)
+
+REPLAY_STEP = pa.struct(
+    [
+        ("hop", pa.int32()),  # 0 = the start entity
+        ("title", pa.string()),
+        ("action", pa.string()),  # search | follow | null (not reached)
+        ("query", pa.string()),
+        ("rank", pa.int32()),  # the entity's search rank for the query
+        ("page", pa.int32()),  # page of the previous entity's text naming it
+        ("turns", pa.int32()),
+    ]
+)
+
 QUESTIONS = pa.schema(
     [
         ("question_id", pa.string()),
@@ -178,6 +223,20 @@ QUESTIONS = pa.schema(
         ("checks", pa.list_(CHECK)),
         ("passed", pa.bool_()),
         ("seed", pa.int64()),
+        # v2: question quality
+        ("language", pa.string()),  # the language the question is asked in (the dump's)
+        ("relations", pa.list_(RELATION)),
+        ("certificate", pa.list_(CLUE_CERTIFICATE)),  # per clue of the question
+        ("candidates", pa.int32()),  # pages that fit the whole question (1 = unique)
+        ("candidate_witnesses", pa.list_(pa.string())),
+        ("one_shot_rank", pa.int32()),  # answer page's search rank for the whole question (null: not found)
+        ("best_clue_rank", pa.int32()),  # best rank any single clue of the question gives the answer page
+        ("best_clue", pa.string()),
+        ("clue_ranks", pa.list_(CLUE_RANK)),
+        ("leaks", pa.list_(LEAK)),  # names of walk entities found in the question, any form
+        ("solvable", pa.bool_()),  # the offline replay followed the chain within the turn limit
+        ("replay_turns", pa.int32()),
+        ("reference_path", pa.list_(REPLAY_STEP)),
     ]
 )
 
@@ -297,6 +356,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in SCHEMAS}
 SCHEMA_VERSIONS["kept"] = 2  # v2 added action_hash
+SCHEMA_VERSIONS["questions"] = 2  # v2 added the question-quality columns (language ... reference_path)
 
 # Columns that identify a row; used for resume (skip ids already written) and dedup.
 ID_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -1,14 +1,29 @@
 """Question checks: each returns a :class:`CheckResult` stored in ``questions.checks``.
 
-``answer_leak``   the answer or one of its aliases (or a walk entity's title) appears in the question.
-``shortcut``      an entity named in the question links directly to the answer, or
-                  a walk entity reaches the answer in at most half its remaining
-                  hops (networkx BFS over the answer's local in-neighbourhood).
-``single_page``   one page links to the answer and to every clue entity
-                  (MuSiQue-style single-paragraph answerability).
-``ambiguity``     another page linked from the second-to-last entity renders the
-                  same final clue, so the answer is not unique given the graph.
-``malformed``     empty, several lines, no question mark, not a question, or not English.
+==============  ==============================================================  =============================
+check           fails when                                                      reject reasons
+==============  ==============================================================  =============================
+``answer_leak`` a name of the answer (or of another walk entity) is in the      ``answer_leaked``,
+                question in any form: exact, inflected, derived                 ``walk_entity_named``
+                (:mod:`hopforge.synth.leaks`)
+``shortcut``    a walk entity reaches the answer in at most half its remaining  ``shortcut_path``,
+                hops, or an entity named in the question links to the answer    ``named_entity_links_answer``
+``single_page`` one page links to the answer and to every clue entity           ``single_page_answerable``
+``certificate`` an entity has no clue fitting enough pages of the dump, or      ``no_semantic_clue``,
+                more than one page fits the whole question                      ``ambiguous_answer``
+                (:mod:`hopforge.synth.certificate`)
+``one_shot``    the whole question, searched once, ranks the answer page in     ``one_shot_searchable``
+                the top ``retrieval_k`` (:mod:`hopforge.synth.retrieval`)
+``giveaway``    one clue of the question, searched alone, ranks the answer      ``giveaway_clue``
+                page first
+``malformed``   empty, several lines, no question mark, not a question, or      ``empty_output``,
+                not in the dump's language                                      ``multiple_lines``,
+                                                                                ``no_question_mark``,
+                                                                                ``not_a_question``,
+                                                                                ``wrong_language``
+``replay``      a scripted agent cannot follow the chain in the search          ``unsolvable_offline``
+                environment within the turn limit (:mod:`hopforge.synth.replay`)
+==============  ==============================================================  =============================
 
 A failed check carries a stable snake_case ``reason`` (the rejects reason).
 """
@@ -16,14 +31,17 @@ A failed check carries a stable snake_case ``reason`` (the rejects reason).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
+from hopforge.synth.certificate import QuestionPlan
 from hopforge.synth.compose import Chain, Composed
-from hopforge.synth.describe import features, initial_feature, mentions_any
 from hopforge.synth.graph_view import GraphView
+from hopforge.synth.leaks import Leak, find_leaks
+from hopforge.synth.replay import Replay
+from hopforge.synth.retrieval import Retrieval
 
 # Local neighbourhoods above this many nodes are cut (the check then says so in its detail).
 MAX_NEIGHBOURHOOD = 50_000
@@ -31,6 +49,7 @@ EN_STOP = frozenset("the of and to in a is that for it as was with by on at from
                     "where when how its an be are were has have had name one".split())
 QUESTION_WORD = re.compile(r"\b(?:what|which|who|whom|whose|when|where|why|how|name|identify|in what|"
                            r"is|are|was|were|did|does|do)\b", re.I)
+CHECK_NAMES = ("answer_leak", "shortcut", "single_page", "certificate", "one_shot", "giveaway", "malformed", "replay")
 
 
 @dataclass
@@ -39,6 +58,7 @@ class CheckResult:
     passed: bool
     detail: str
     reason: str | None = None  # snake_case, set when failed
+    data: dict[str, Any] = field(default_factory=dict)  # what the question row stores besides the check
 
     def row(self) -> dict[str, Any]:
         return {"name": self.name, "passed": self.passed, "detail": self.detail}
@@ -71,17 +91,21 @@ def named_entities(question: str, view: GraphView) -> list[int]:
 
 
 def check_answer_leak(composed: Composed, chain: Chain) -> CheckResult:
-    leaked = [a for a in chain.aliases[-1] if mentions_any(composed.question, [a])]
-    if leaked:
-        return CheckResult("answer_leak", False, f"question contains {leaked[0]!r}", "answer_leaked")
-    # Intermediate entities must stay hidden too (by title and its variants: anchors are too generic here).
-    for names, title in zip(chain.aliases[:-1], chain.titles[:-1], strict=True):
-        hit = [a for a in names[:2] if mentions_any(composed.question, [a])]
-        if hit:
-            return CheckResult("answer_leak", False, f"question names walk entity {title!r} as {hit[0]!r}",
-                               "walk_entity_named")
-    return CheckResult("answer_leak", True, f"none of {len(chain.aliases[-1])} answer aliases and no walk "
-                       f"entity title in the question")
+    leaks = find_leaks(composed.question, chain.names)
+    data = {"leaks": [lk.row() for lk in leaks]}
+    answer = [lk for lk in leaks if lk.entity == chain.hops]
+    if answer:
+        lk = answer[0]
+        return CheckResult("answer_leak", False, _leak_detail(lk, chain), "answer_leaked", data)
+    if leaks:
+        return CheckResult("answer_leak", False, _leak_detail(leaks[0], chain), "walk_entity_named", data)
+    return CheckResult("answer_leak", True, f"no form of {len(chain.names)} names of the walk's entities in the "
+                       "question", data=data)
+
+
+def _leak_detail(lk: Leak, chain: Chain) -> str:
+    who = "the answer" if lk.entity == chain.hops else f"walk entity {chain.titles[lk.entity]!r}"
+    return f"question names {who} as {lk.found!r} ({lk.form} form of {lk.source} {lk.name!r})"
 
 
 def _distances_to(view: GraphView, target: int, radius: int) -> tuple[dict[int, int], bool]:
@@ -138,54 +162,69 @@ def check_single_page(composed: Composed, chain: Chain, view: GraphView, named: 
     return CheckResult("single_page", True, f"no page links to the answer and all {len(clues)} clue entities")
 
 
-def check_ambiguity(composed: Composed, chain: Chain, view: GraphView,
-                    neighbour_pages: dict[int, dict[str, Any]]) -> CheckResult:
-    clue = {f.text for f in composed.final_clue}
-    if not clue:
-        return CheckResult("ambiguity", True, "no structured final clue to compare (LLM wording)")
-    prev, answer = chain.nodes[-2], chain.nodes[-1]
-    rivals = []
-    for c in view.out_neighbours(prev).tolist():
-        if c == answer or c in chain.nodes:
-            continue
-        page = neighbour_pages.get(int(view.page_id[c])) or {}
-        texts = {f.text for f in features(page)} | {initial_feature(view.titles[c]).text}
-        if clue <= texts:
-            rivals.append(view.titles[c])
-    if rivals:
-        return CheckResult("ambiguity", False, f"{len(rivals)} other linked page(s) fit the final clue, e.g. "
-                           f"{rivals[0]!r}", "ambiguous_answer")
-    return CheckResult("ambiguity", True, f"no other page linked from hop {chain.hops - 1} fits the final clue")
+def check_certificate(plan: QuestionPlan, chain: Chain, min_pages: int) -> CheckResult:
+    data = {"candidates": plan.candidates, "candidate_witnesses": plan.witnesses,
+            "certificate": [s.row() for s in plan.stats]}
+    if plan.missing:
+        i = plan.missing[0]
+        return CheckResult("certificate", False, f"entity {chain.titles[i]!r} (position {i}) has no clue that "
+                           f"fits at least {min_pages} pages of the dump and names no walk entity",
+                           "no_semantic_clue", data)
+    if plan.candidates != 1:
+        return CheckResult("certificate", False, f"{plan.candidates} pages fit every clue of the question, e.g. "
+                           f"{', '.join(repr(w) for w in plan.witnesses[:3])}", "ambiguous_answer", data)
+    loosest = min((s.candidates for s in plan.stats), default=0)
+    return CheckResult("certificate", True, f"exactly one page fits the whole question; each of "
+                       f"{len(plan.stats)} clues alone fits >= {loosest} pages", data=data)
 
 
-def check_malformed(composed: Composed) -> CheckResult:
-    q = (composed.question or "").strip()
-    reason, detail = None, ""
+def check_one_shot(r: Retrieval, k: int) -> CheckResult:
+    if r.one_shot_rank is not None and r.one_shot_rank <= k:
+        return CheckResult("one_shot", False, f"the whole question ranks the answer page #{r.one_shot_rank} "
+                           f"(top {k})", "one_shot_searchable")
+    return CheckResult("one_shot", True, f"the whole question ranks the answer page "
+                       f"{'#' + str(r.one_shot_rank) if r.one_shot_rank else 'nowhere'} (cut: top {k})")
+
+
+def check_giveaway(r: Retrieval) -> CheckResult:
+    if r.best_clue_rank == 1:
+        return CheckResult("giveaway", False, f"the clue {r.best_clue!r} alone ranks the answer page first",
+                           "giveaway_clue")
+    best = f"#{r.best_clue_rank} for {r.best_clue!r}" if r.best_clue_rank else "nowhere"
+    return CheckResult("giveaway", True, f"best single-clue rank of the answer page: {best}")
+
+
+def looks_english(q: str) -> bool:
     letters = [ch for ch in q if ch.isalpha()]
     words = re.findall(r"[A-Za-z]+", q.lower())
+    if letters and sum(ch.isascii() for ch in letters) / len(letters) < 0.9:
+        return False
+    return not (len(words) >= 6 and sum(w in EN_STOP for w in words) / len(words) < 0.08)
+
+
+def check_malformed(composed: Composed, language: str = "en") -> CheckResult:
+    q = (composed.question or "").strip()
+    reason, detail = None, ""
+    english = language.split("-")[0] == "en"
     if not q:
         reason, detail = "empty_output", "no question text"
     elif "\n" in q:
         reason, detail = "multiple_lines", f"{q.count(chr(10)) + 1} lines"
-    elif not q.endswith("?"):
+    elif not q.endswith(("?", "？")):
         reason, detail = "no_question_mark", f"ends with {q[-20:]!r}"
-    elif letters and sum(ch.isascii() for ch in letters) / len(letters) < 0.9 or \
-            (len(words) >= 6 and sum(w in EN_STOP for w in words) / len(words) < 0.08):
+    elif english and not looks_english(q):
         reason, detail = "wrong_language", "too few English letters or function words"
-    elif not QUESTION_WORD.search(q):
+    elif not english and len(re.findall(r"\w+", q)) >= 6 and looks_english(q):
+        reason, detail = "wrong_language", f"reads as English, not the dump's language {language!r}"
+    elif english and not QUESTION_WORD.search(q):
         reason, detail = "not_a_question", "no interrogative word"
     if reason:
         return CheckResult("malformed", False, detail, reason)
-    return CheckResult("malformed", True, f"{len(q)} chars, one English question")
+    return CheckResult("malformed", True, f"{len(q)} chars, one question in {language!r}")
 
 
-def run_checks(composed: Composed, chain: Chain, view: GraphView,
-               neighbour_pages: dict[int, dict[str, Any]]) -> list[CheckResult]:
-    named = named_entities(composed.question, view)
-    return [
-        check_answer_leak(composed, chain),
-        check_shortcut(composed, chain, view, named),
-        check_single_page(composed, chain, view, named),
-        check_ambiguity(composed, chain, view, neighbour_pages),
-        check_malformed(composed),
-    ]
+def check_replay(rep: Replay) -> CheckResult:
+    data = {"solvable": rep.solvable, "replay_turns": rep.turns, "reference_path": [s.row() for s in rep.steps]}
+    if not rep.solvable:
+        return CheckResult("replay", False, rep.detail, "unsolvable_offline", data)
+    return CheckResult("replay", True, rep.detail, data=data)

@@ -99,13 +99,23 @@ def with_article(phrase: str) -> str:
     """Prefix "a"/"an" unless the phrase already starts with a determiner."""
     if re.match(r"^(?:a|an|the|one|some|any)\b", phrase, re.I):
         return phrase
-    vowel_sound = phrase[:1].lower() in "aeiou" or re.match(r"^(?:8|11|18)(?!\d)", phrase)
+    first = phrase.split(" ", 1)[0]
+    if re.match(r"^(?:[a-z]+est|most|least|first|last|only|sole)$", first) and first not in (
+            "west", "interest", "forest", "protest", "contest", "conquest", "harvest", "manifest", "request"):
+        return "the " + phrase  # a superlative names one thing
+    if re.match(r"^[A-Z]{2,}\b", first):  # an acronym is read letter by letter: "an MTV award", "a NATO member"
+        vowel_sound = first[0] in "AEFHILMNORSX" and not re.match(r"^(?:NATO|NASA|UNESCO|UNICEF|FIFA)$", first)
+    else:
+        vowel_sound = (phrase[:1].lower() in "aeiou" and not re.match(r"^(?:eu|uni|use|usu|one|once|ur)", phrase,
+                                                                      re.I)) or re.match(r"^(?:8|11|18)(?!\d)", phrase)
     return ("an " if vowel_sound else "a ") + phrase
 
 
 def _lower_first(s: str) -> str:
     # Keep acronyms and proper nouns ("American", "BBC"): lowercase only a plain first word.
-    first = s.split(" ", 1)[0]
+    first, _, rest = s.partition(" ")
+    if rest[:1].isupper():  # "West African country", "Classical Athenian philosopher": part of a name
+        return s
     if len(first) > 1 and first[1:].islower() and first.lower() not in {"american", "british", "english"} \
             and not re.match(r"^[A-Z][a-z]+(?:an|ish|ese|i)$", first):
         return s[:1].lower() + s[1:]

@@ -3,11 +3,14 @@
 What the question stage (:mod:`hopforge.synth.stage`) calls:
 
 * :func:`plan_questions` walks blocks of ``BLOCK_SIZE`` attempts (cheap: array
-  ops only) until it has ``synth.n_questions`` distinct successful walks, and
-  groups their (block, attempt) coordinates into :class:`QuestionBatch` es.
+  ops only) over the fact graph (:mod:`hopforge.synth.factgraph`) until it has
+  ``synth.n_questions`` distinct successful walks, and groups their (block,
+  attempt) coordinates into :class:`QuestionBatch` es.
 * :func:`compose_batch` re-walks its blocks (deterministic in seed and block),
-  joins evidence sentences and page data, composes and checks; the stage
-  commits its ``walks``, ``questions`` and ``rejects`` rows as one group.
+  joins each hop's fact, page data and aliases, plans each question's clues with
+  a uniqueness certificate over the dump, composes, and runs the checks
+  (:mod:`hopforge.synth.checks`); the stage commits its ``walks``, ``questions``
+  and ``rejects`` rows as one group.
 
 Ids are content hashes of (seed, path) and (walk id, composer), so the same
 seed gives the same ids however the walks are split into batches.
@@ -24,6 +27,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,20 @@ import numpy as np
 
 from hopforge.config import Config
 from hopforge.errors import ConfigError
+from hopforge.search import SearchIndex
 from hopforge.storage import content_id
-from hopforge.synth.aliases import answer_aliases
-from hopforge.synth.checks import run_checks
-from hopforge.synth.compose import Chain, Composer, TemplateComposer
-from hopforge.synth.graph_view import GraphView
+from hopforge.synth.aliases import answer_aliases, title_variants
+from hopforge.synth.certificate import Certifier
+from hopforge.synth.checks import (check_answer_leak, check_certificate, check_giveaway, check_malformed,
+                                   check_one_shot, check_replay, check_shortcut, check_single_page, named_entities)
+from hopforge.synth.clues import Clue, ClueIndex, page_clues
+from hopforge.synth.compose import Chain, Composed, Composer, TemplateComposer
+from hopforge.synth.factgraph import FactGraph, build_fact_graph, links_for_facts
+from hopforge.synth.graph_view import GraphView, _dataset
+from hopforge.synth.language import dump_language
+from hopforge.synth.leaks import walk_names
+from hopforge.synth.replay import Replayer
+from hopforge.synth.retrieval import measure
 from hopforge.synth.walks import STRATEGIES, Walker, WalkResult, start_weights, walk_block
 
 log = logging.getLogger(__name__)
@@ -58,16 +71,46 @@ class QuestionBatch:
 
 
 class _Context:
-    """Per-process cache of the loaded graph and walker (batches of one run share them)."""
+    """Per-process cache of what every batch of one run shares: the graph, every page's clues,
+    the fact graph and its walker, the certifier, and (on first use) the search index."""
 
     def __init__(self, cfg: Config, graph_run: str) -> None:
+        self.out = Path(cfg.run.out)
         self.view = GraphView.load(cfg.run.out, graph_run)
         s = cfg.synth
-        self.walker: Walker = self.view.walker(s)
-        self.starts = start_weights(self.walker, self.view.pagerank, self.view.revision_ts_s,
-                                    s.recency_half_life_days)
+        view = self.view
+        self.all_pages = view.pages(int(p) for p in view.page_id)  # no text: descriptions, infoboxes, categories
+        node_pages = [(i, self.all_pages.get(int(p)) or {}) for i, p in enumerate(view.page_id)]
+        self.clues = ClueIndex.from_pages(view.n_nodes, node_pages)
+        has_clue = np.array([any(self.clues.count(c.key) >= s.min_clue_pages for c in page_clues(p))
+                             for _, p in node_pages], bool) if view.n_nodes else np.zeros(0, bool)
+        links = _dataset(view.out, "links", view.run)
+        self.facts: FactGraph = build_fact_graph(view.n_nodes, view.node_of_page, view.titles,
+                                                 links_for_facts(links) if links is not None else _no_links(),
+                                                 self.all_pages)
+        # Walks take only hops that read as facts, through pages with a clue that fits enough pages.
+        self.walker: Walker = Walker(self.facts.indptr, self.facts.indices, self.facts.in_lead,
+                                     view.allowed(s) & has_clue, s.lead_link_weight)
+        self.starts = start_weights(self.walker, view.pagerank, view.revision_ts_s, s.recency_half_life_days)
         self.mix = (s.start_mix.pagerank, s.start_mix.uniform, s.start_mix.recency)
+        self.certifier = Certifier(view.n_nodes, view.indptr, view.indices, view.titles, self.clues,
+                                   s.min_clue_pages)
+        self.language = dump_language(cfg.graph.dump, s.language)
         self._blocks: dict[int, WalkResult] = {}
+        self._replayer: Replayer | None = None
+        self.giveaways: dict[tuple[int, str], bool] = {}  # (answer page, clue text) -> ranks it first alone
+
+    @cached_property
+    def search(self) -> SearchIndex:
+        """The BM25 index the agent searches (shared cache under OUT/_cache with the rollout stage)."""
+        return SearchIndex.from_tables(self.out, self.view.run)
+
+    def replayer(self, cfg: Config) -> Replayer:
+        if self._replayer is None:
+            s = cfg.synth
+            self._replayer = Replayer(self.search, k=s.replay_k, max_turns=s.replay_max_turns,
+                                      page_chars=s.replay_page_chars)
+        return self._replayer
 
     def block(self, cfg: Config, b: int) -> WalkResult:
         if b not in self._blocks:
@@ -78,16 +121,33 @@ class _Context:
         return self._blocks[b]
 
 
-_CONTEXTS: dict[tuple[str, str, str], _Context] = {}
+def _no_links() -> Any:
+    from hopforge.storage import schema_for
+
+    return schema_for("links").empty_table().select(["src_id", "dst_id", "position", "anchor", "sentence",
+                                                       "in_lead"])
+
+
+_CONTEXTS: dict[tuple[str, str, str, int], _Context] = {}
 
 
 def context(cfg: Config, graph_run: str) -> _Context:
-    """The loaded graph and walker for ``graph_run`` (cached per process)."""
-    key = (str(Path(cfg.run.out).resolve()), graph_run, cfg.synth.model_dump_json(), cfg.run.seed)
+    """The loaded graph, clues, fact graph and walker for ``graph_run`` (cached per process)."""
+    key = (str(Path(cfg.run.out).resolve()), graph_run, cfg.synth.model_dump_json() + cfg.graph.dump, cfg.run.seed)
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
         _CONTEXTS[key] = _Context(cfg, graph_run)
     return _CONTEXTS[key]
+
+
+def check_language(cfg: Config) -> str:
+    """The language questions are asked in; the template composer refuses any but English."""
+    lang = dump_language(cfg.graph.dump, cfg.synth.language)
+    if cfg.synth.composer == "template" and lang.split("-")[0] != "en":
+        raise ConfigError(f"synth.composer = 'template' writes English questions only, but the dump's language is "
+                          f"{lang!r} (its <siteinfo>); use synth.composer = 'llm' (hopforge questions --composer llm) "
+                          "to ask in that language")
+    return lang
 
 
 def plan_questions(cfg: Config, ctx: _Context) -> list[QuestionBatch]:
@@ -126,71 +186,135 @@ def plan_questions(cfg: Config, ctx: _Context) -> list[QuestionBatch]:
     return batches
 
 
-def make_composer(cfg: Config) -> Composer:
+def make_composer(cfg: Config, language: str = "en") -> Composer:
     if cfg.synth.composer == "template":
         return TemplateComposer()
     from hopforge.synth.compose_llm import LLMComposer
 
     try:
-        from hopforge.llm.client import make_teacher  # type: ignore[attr-defined]
+        from hopforge.llm.client import make_teacher
     except ImportError as e:
         raise ConfigError("synth.composer = 'llm' needs the teacher client (hopforge.llm.client), "
                           f"which is not available: {e}") from None
     return LLMComposer.from_factory(lambda: make_teacher(cfg), model=cfg.teacher.model,
                                     max_tokens=cfg.synth.llm_max_tokens, temperature=cfg.teacher.temperature,
-                                    concurrency=cfg.synth.llm_concurrency)
+                                    concurrency=cfg.synth.llm_concurrency, language=language)
 
 
-def build_chains(cfg: Config, ctx: _Context, batch: QuestionBatch) -> tuple[list[Chain], dict[int, dict[str, Any]]]:
-    """The batch's walks joined with evidence sentences, page data and aliases (see :func:`chains_from_paths`)."""
+def build_chains(cfg: Config, ctx: _Context, batch: QuestionBatch) -> list[Chain]:
+    """The batch's walks joined with facts, page data and aliases (see :func:`chains_from_paths`)."""
     raw = []
     for b, ix in batch.picks:
         res = ctx.block(cfg, b)
         for i in ix:
             h = int(res.hops[i])
             raw.append((res.nodes[i, : h + 1].tolist(), res.edges[i, :h].tolist(), STRATEGIES[res.strategy[i]]))
-    return chains_from_paths(ctx.view, raw, cfg.run.seed)
+    return chains_from_paths(ctx, raw, cfg.run.seed)
 
 
-def chains_from_paths(view: GraphView, raw: list[tuple[list[int], list[int], str]],
-                      seed: int) -> tuple[list[Chain], dict[int, dict[str, Any]]]:
-    """Chains for (nodes, CSR edge ids, start strategy) paths.
+def chains_from_paths(ctx: _Context, raw: list[tuple[list[int], list[int], str]], seed: int) -> list[Chain]:
+    """Chains for (nodes, fact-graph edge ids, start strategy) paths.
 
-    Evidence for hop i is the link row joined on (page id of node i, edge
-    position). Also returns the page rows of every out-neighbour of each walk's
-    second-to-last entity, which the ambiguity check compares against the final clue.
+    Hop i's evidence is the link row its fact comes from (an infobox field or a prose
+    sentence, on the page that states the fact); the answer's infobox becomes
+    ``answer_facts``; aliases come from titles, redirects and anchor texts.
     """
+    view, facts = ctx.view, ctx.facts
     path_nodes = {n for nodes, _, _ in raw for n in nodes}
-    rival_nodes = {n for nodes, _, _ in raw for n in view.out_neighbours(nodes[-2]).tolist()}
-    pages = view.pages(int(view.page_id[n]) for n in path_nodes | rival_nodes)
-    links = view.links((int(view.page_id[nodes[j]]), int(view.edge_position[e]))
-                       for nodes, edges, _ in raw for j, e in enumerate(edges))
     alias_src = view.anchors_and_redirects(int(view.page_id[n]) for n in path_nodes)
     chains = []
     for nodes, edges, strategy in raw:
         pids = [int(view.page_id[n]) for n in nodes]
         titles = [view.titles[n] for n in nodes]
-        evidence = []
-        for j, e in enumerate(edges):
-            link = links.get((pids[j], int(view.edge_position[e]))) or {}
-            evidence.append({"hop": j + 1, "src": titles[j], "dst": titles[j + 1], "anchor": link.get("anchor"),
-                             "sentence": link.get("sentence")})
-        answer_page = pages.get(pids[-1]) or {}
-        facts = [{"key": kv["key"], "value": kv["value"]} for kv in answer_page.get("infobox") or []]
-        aliases = [answer_aliases(t, alias_src.get(p, {}).get("redirects", []), alias_src.get(p, {}).get("anchors", []))
-                   for t, p in zip(titles, pids, strict=True)]
+        hop_facts = [facts.facts[e] for e in edges]
+        evidence = [{"hop": j + 1, "src": titles[j], "dst": titles[j + 1], "anchor": f.anchor, "sentence": f.sentence}
+                    for j, f in enumerate(hop_facts)]
+        pages = [ctx.all_pages.get(p) or {} for p in pids]
+        facts_rows = [{"key": kv["key"], "value": kv["value"]} for kv in pages[-1].get("infobox") or []]
+        aliases, sources = [], []
+        for t, p in zip(titles, pids, strict=True):
+            red = alias_src.get(p, {}).get("redirects", [])
+            aliases.append(answer_aliases(t, red, alias_src.get(p, {}).get("anchors", [])))
+            src = dict.fromkeys(alias_src.get(p, {}).get("anchors", []), "anchor")
+            src.update(dict.fromkeys(red, "redirect"))
+            src.update(dict.fromkeys(title_variants(t), "title"))
+            sources.append(src)
         chains.append(Chain(walk_id=content_id("walk", seed, pids), seed=seed, strategy=strategy,
-                            nodes=nodes, titles=titles, page_ids=pids, pages=[pages.get(p) or {} for p in pids],
-                            evidence=evidence, answer_facts=facts, aliases=aliases))
-    return chains, pages
+                            nodes=nodes, titles=titles, page_ids=pids, pages=pages, evidence=evidence,
+                            answer_facts=facts_rows, aliases=aliases, facts=hop_facts,
+                            names=walk_names(titles, aliases, sources)))
+    return chains
+
+
+# Extra clues the replay may give an entity it cannot find (on top of the certificate's).
+MAX_FINDABILITY_CLUES = 2
+
+
+def plan_chains(cfg: Config, ctx: _Context, chains: list[Chain]) -> None:
+    """Choose each chain's clues and certify its answer (sets ``chain.plan``).
+
+    Then make the chain followable: where the offline replay cannot find an entity from its
+    clues, add the usable clue of that entity (each still fitting >= ``min_clue_pages`` pages
+    alone) that ranks it best, up to :data:`MAX_FINDABILITY_CLUES` per chain. More clues only
+    shrink the candidate sets, so the certificate is recomputed, never weakened."""
+    replayer = ctx.replayer(cfg)
+    for c in chains:
+        answer = ctx.search.index_of(c.answer)
+
+        def answer_ok(clue: Clue, answer: int | None = answer) -> bool:
+            if answer is None:
+                return True
+            key = (answer, clue.text)
+            if key not in ctx.giveaways:
+                ctx.giveaways[key] = ctx.search.ranks(clue.text, [answer])[0] == 1
+            return not ctx.giveaways[key]
+
+        c.plan = ctx.certifier.plan(c.nodes, c.pages, c.names, answer_ok)
+        for _ in range(MAX_FINDABILITY_CLUES):
+            rep = replayer.replay(c)
+            if rep.solvable or not rep.steps or rep.steps[-1].action is not None:
+                break
+            i = rep.steps[-1].hop
+            options = [o for o in ctx.certifier.options(c.nodes[i], c.pages[i], c.names) if o not in c.plan.clues[i]]
+            best = None
+            for o in options[:6]:
+                c.plan.clues[i].append(o)
+                r = replayer.find_rank(c, i)
+                c.plan.clues[i].pop()
+                if r is not None and (best is None or r < best[0]):
+                    best = (r, o)
+            if best is None or (rep.steps[-1].rank is not None and best[0] >= rep.steps[-1].rank):
+                break
+            c.plan = ctx.certifier.certify(c.nodes, [*c.plan.clues[:i], [*c.plan.clues[i], best[1]],
+                                                     *c.plan.clues[i + 1:]], c.plan.missing)
+
+
+def check_question(cfg: Config, ctx: _Context, chain: Chain, comp: Composed) -> tuple[list[Any], dict[str, Any]]:
+    """Every check of one composed question, and the quality columns of its row."""
+    s = cfg.synth
+    assert chain.plan is not None
+    named = named_entities(comp.question, ctx.view)
+    retrieval = measure(comp.question, ctx.search.index_of(chain.answer), ctx.search)
+    replay = ctx.replayer(cfg).replay(chain)
+    results = [check_answer_leak(comp, chain), check_shortcut(comp, chain, ctx.view, named),
+               check_single_page(comp, chain, ctx.view, named), check_certificate(chain.plan, chain, s.min_clue_pages),
+               check_one_shot(retrieval, s.retrieval_k), check_giveaway(retrieval),
+               check_malformed(comp, comp.language), check_replay(replay)]
+    cols: dict[str, Any] = {"one_shot_rank": retrieval.one_shot_rank, "best_clue_rank": retrieval.best_clue_rank,
+                            "best_clue": retrieval.best_clue,
+                            "clue_ranks": [{"clue": c, "rank": r} for c, r in retrieval.clue_ranks]}
+    for r in results:
+        cols.update(r.data)
+    return results, cols
 
 
 def compose_batch(cfg: Config, ctx: _Context, batch: QuestionBatch, composer: Composer | None = None
                   ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Compose and check one batch; returns its rows per table (walks, questions, rejects) and stats."""
     t0 = time.perf_counter()
-    composer = composer or make_composer(cfg)
-    chains, pages = build_chains(cfg, ctx, batch)
+    composer = composer or make_composer(cfg, ctx.language)
+    chains = build_chains(cfg, ctx, batch)
+    plan_chains(cfg, ctx, chains)
     qids = [content_id("question", c.walk_id, composer.name) for c in chains]
     composed = composer.compose(chains)
     walk_rows, question_rows, reject_rows = [], [], []
@@ -202,13 +326,17 @@ def compose_batch(cfg: Config, ctx: _Context, batch: QuestionBatch, composer: Co
             walk_rows.append({"walk_id": chain.walk_id, "seed": chain.seed, "hops": chain.hops,
                               "start_strategy": chain.strategy, "path": chain.titles, "path_ids": chain.page_ids,
                               "evidence": chain.evidence})
-        results = run_checks(comp, chain, ctx.view, pages)
+        results, cols = check_question(cfg, ctx, chain, comp)
         passed = all(r.passed for r in results)
         question_rows.append({
             "question_id": qid, "walk_id": chain.walk_id, "question": comp.question, "answer": comp.answer,
             "answer_aliases": chain.aliases[-1], "answer_type": comp.answer_type, "path": chain.titles,
             "hops": chain.hops, "evidence": chain.evidence, "answer_facts": chain.answer_facts,
             "composer": comp.composer, "checks": [r.row() for r in results], "passed": passed, "seed": chain.seed,
+            "language": comp.language,
+            "relations": [{"hop": j + 1, "relation": f.phrase, "source": f.source,
+                           "stated_on": ctx.view.titles[f.stated_on]} for j, f in enumerate(chain.facts)],
+            **cols,
         })
         for r in results:
             if not r.passed:

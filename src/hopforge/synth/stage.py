@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from hopforge.config import Config
 from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage, teacher_identity
 from hopforge.storage import content_id
-from hopforge.synth.questions import compose_batch, context, plan_questions
+from hopforge.synth.questions import check_language, compose_batch, context, plan_questions
 
 
 @dataclass
@@ -35,7 +35,8 @@ class QuestionStage(Stage):
     writes = ("walks", "questions", "rejects")
     section = "synth"
     execution_keys: ClassVar[frozenset[str]] = frozenset({"workers", "llm_concurrency"})
-    version = "2"
+    # 3: walks over facts, clue plans with certificates, retrieval gates, leak forms, offline replay.
+    version = "3"
     stats_type = QuestionStats
 
     def settings(self, cfg: Config) -> dict[str, Any]:
@@ -52,10 +53,12 @@ class QuestionStage(Stage):
 
     def plan(self, run: StageRun) -> list[Batch]:
         cfg = run.cfg
+        check_language(cfg)
         batches = plan_questions(cfg, context(cfg, run.partition("graph")))
         if not batches:
             raise Empty(f"the graph yields 0 distinct walks of {cfg.synth.hops_min}..{cfg.synth.hops_max} hops "
-                        "(excluded page kinds and max_in_degree apply)")
+                        "over facts (links whose evidence states a relation, between pages with a clue that fits "
+                        f">= {cfg.synth.min_clue_pages} pages; excluded page kinds and max_in_degree apply)")
         planned = sum(b.size for b in batches)
         return [Batch(content_id("question-batch", b.seed, b.picks), b.index, (b, planned)) for b in batches]
 
