@@ -36,9 +36,9 @@ from hopforge.synth.leaks import Name, mentions
 
 WITNESSES = 3
 # Clues an entity may carry: the start and intermediates are described briefly, the answer more.
-MAX_CLUES = {"start": 2, "middle": 2, "answer": 3}
+MAX_CLUES = {"start": 3, "middle": 3, "answer": 3}
 # Usable clues considered per entity (most specific first): bounds the greedy search.
-MAX_OPTIONS = 6
+MAX_OPTIONS = 10
 
 
 @dataclass

@@ -79,28 +79,28 @@ _CLAUSE_OF_HEAD = re.compile(r"\s+(?:of|in|at|on|for|from|to|within|who|which|th
 
 def reference(head: Clue | None, person: bool) -> str:
     """The noun later sentences use for an entity: the last word of its head noun ("group" for "a
-    rock musical group", "president" for "a president of the United States"), or "person". Short,
-    so a question does not repeat its clues (a repeated clue is also a stronger search query)."""
-    if person:
-        return "person"
+    rock musical group", "president" for "a president of the United States"), else "person" or
+    "one". Short, so a question does not repeat its clues (a repeated clue is also a stronger
+    search query)."""
     if head is None or head.kind != "noun":
-        return "one"
+        return "person" if person else "one"
     noun = _CLAUSE_OF_HEAD.sub("", head.head).split()
-    return noun[-1] if noun else "one"
+    return noun[-1] if noun else ("person" if person else "one")
 
 
 def entity_phrase(clues: list[Clue], person: bool) -> str:
-    """The planned clues of one entity as one noun phrase: the head noun, then its dated facts,
-    then further kinds as a relative clause ("a singer born in the mid-1940s who is a Brit Award
-    winner")."""
+    """The planned clues of one entity as one noun phrase: the head noun, its dated facts, then
+    further kinds and "who ..." facts as one relative clause ("a singer born in the mid-1940s who
+    is a Brit Award winner and died in the 2010s")."""
     head = next((c for c in clues if c.kind == "noun"), None)
     text = head.text if head else ("a person" if person else "an entity")
-    facts = [c.text for c in clues if c.kind == "fact"]
+    facts = [c.text for c in clues if c.kind == "fact" and not c.text.startswith("who ")]
     if facts:
         text += " " + " and ".join(facts)
-    more = [c.text for c in clues if c.kind == "noun" and c is not head]
-    if more:
-        text += (" who is " if person else " that is ") + " and ".join(more)
+    relative = [f"is {c.text}" for c in clues if c.kind == "noun" and c is not head] + \
+        [c.text.removeprefix("who ") for c in clues if c.kind == "fact" and c.text.startswith("who ")]
+    if relative:
+        text += (" who " if person else " that ") + " and ".join(relative)
     return text
 
 

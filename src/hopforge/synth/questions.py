@@ -247,46 +247,80 @@ def chains_from_paths(ctx: _Context, raw: list[tuple[list[int], list[int], str]]
 
 
 # Extra clues the replay may give an entity it cannot find (on top of the certificate's).
-MAX_FINDABILITY_CLUES = 2
+MAX_FINDABILITY_CLUES = 3
 
 
 def plan_chains(cfg: Config, ctx: _Context, chains: list[Chain]) -> None:
-    """Choose each chain's clues and certify its answer (sets ``chain.plan``).
-
-    Then make the chain followable: where the offline replay cannot find an entity from its
-    clues, add the usable clue of that entity (each still fitting >= ``min_clue_pages`` pages
-    alone) that ranks it best, up to :data:`MAX_FINDABILITY_CLUES` per chain. More clues only
-    shrink the candidate sets, so the certificate is recomputed, never weakened."""
-    replayer = ctx.replayer(cfg)
+    """Plan every chain (sets ``chain.plan``; see :func:`plan_chain`)."""
     for c in chains:
-        answer = ctx.search.index_of(c.answer)
+        plan_chain(cfg, ctx, c)
 
-        def answer_ok(clue: Clue, answer: int | None = answer) -> bool:
-            if answer is None:
-                return True
-            key = (answer, clue.text)
-            if key not in ctx.giveaways:
-                ctx.giveaways[key] = ctx.search.ranks(clue.text, [answer])[0] == 1
-            return not ctx.giveaways[key]
 
-        c.plan = ctx.certifier.plan(c.nodes, c.pages, c.names, answer_ok)
-        for _ in range(MAX_FINDABILITY_CLUES):
-            rep = replayer.replay(c)
-            if rep.solvable or not rep.steps or rep.steps[-1].action is not None:
-                break
-            i = rep.steps[-1].hop
-            options = [o for o in ctx.certifier.options(c.nodes[i], c.pages[i], c.names) if o not in c.plan.clues[i]]
-            best = None
-            for o in options[:6]:
-                c.plan.clues[i].append(o)
-                r = replayer.find_rank(c, i)
-                c.plan.clues[i].pop()
-                if r is not None and (best is None or r < best[0]):
-                    best = (r, o)
-            if best is None or (rep.steps[-1].rank is not None and best[0] >= rep.steps[-1].rank):
-                break
-            c.plan = ctx.certifier.certify(c.nodes, [*c.plan.clues[:i], [*c.plan.clues[i], best[1]],
-                                                     *c.plan.clues[i + 1:]], c.plan.missing)
+def plan_chain(cfg: Config, ctx: _Context, c: Chain, veto: frozenset[str] = frozenset()) -> None:
+    """Choose the chain's clues and certify its answer (sets ``chain.plan``).
+
+    The answer never gets a clue that alone ranks its page first in the search index (a
+    give-away), nor one in ``veto`` (clue texts a failed gate blamed). Then the chain is made
+    followable: where the offline replay cannot find an entity from its clues (or spends the
+    most turns on it), the entity gets the usable clue that ranks it best, up to
+    :data:`MAX_FINDABILITY_CLUES` per chain. More clues only shrink the candidate sets, so the
+    certificate is recomputed, never weakened."""
+    replayer = ctx.replayer(cfg)
+    answer = ctx.search.index_of(c.answer)
+
+    def answer_ok(clue: Clue) -> bool:
+        if clue.text in veto:
+            return False
+        if answer is None:
+            return True
+        key = (answer, clue.text)
+        if key not in ctx.giveaways:
+            ctx.giveaways[key] = ctx.search.ranks(clue.text, [answer])[0] == 1
+        return not ctx.giveaways[key]
+
+    c.plan = ctx.certifier.plan(c.nodes, c.pages, c.names, answer_ok)
+    for _ in range(MAX_FINDABILITY_CLUES):
+        rep = replayer.replay(c)
+        if rep.solvable or not rep.steps:
+            break
+        # The entity the replay could not find, or else the one that cost it the most turns.
+        step = rep.steps[-1] if rep.steps[-1].action is None else max(rep.steps, key=lambda st: st.turns)
+        i = step.hop
+        have = " | ".join(x.text.lower() for x in c.plan.clues[i])
+        options = [o for o in ctx.certifier.options(c.nodes[i], c.pages[i], c.names)
+                   if o not in c.plan.clues[i] and o.head.lower() not in have  # "writer" after "political writer"
+                   and not any(x.head.lower() in o.text.lower() for x in c.plan.clues[i])
+                   and (i < c.hops or answer_ok(o))]
+        best = None
+        for o in options[:6]:
+            c.plan.clues[i].append(o)
+            r = replayer.find_rank(c, i)
+            c.plan.clues[i].pop()
+            if r is not None and (best is None or r < best[0]):
+                best = (r, o)
+        if best is None or (step.rank is not None and best[0] >= step.rank):
+            break
+        c.plan = ctx.certifier.certify(c.nodes, [*c.plan.clues[:i], [*c.plan.clues[i], best[1]],
+                                                 *c.plan.clues[i + 1:]], c.plan.missing)
+
+
+# Re-plans of a template question whose retrieval gate failed, each vetoing the answer clues it blamed.
+MAX_REPLANS = 2
+
+
+def blamed(chain: Chain, cols: dict[str, Any], results: list[Any]) -> set[str]:
+    """Answer clues to veto after a failed retrieval gate: those in the give-away clause, else (a
+    one-shot question) the answer's most specific clue."""
+    assert chain.plan is not None
+    failed = {r.name for r in results if not r.passed}
+    clues = chain.plan.clues[-1]
+    out: set[str] = set()
+    if "giveaway" in failed and cols.get("best_clue"):
+        out |= {c.text for c in clues if c.head.lower() in cols["best_clue"].lower()}
+    if ("one_shot" in failed or ("giveaway" in failed and not out)) and clues:
+        stats = {s.clue.text: s.candidates for s in chain.plan.stats if s.entity == chain.hops}
+        out.add(min(clues, key=lambda c: stats.get(c.text, 0)).text)
+    return out
 
 
 def check_question(cfg: Config, ctx: _Context, chain: Chain, comp: Composed) -> tuple[list[Any], dict[str, Any]]:
@@ -327,6 +361,18 @@ def compose_batch(cfg: Config, ctx: _Context, batch: QuestionBatch, composer: Co
                               "start_strategy": chain.strategy, "path": chain.titles, "path_ids": chain.page_ids,
                               "evidence": chain.evidence})
         results, cols = check_question(cfg, ctx, chain, comp)
+        veto: frozenset[str] = frozenset()
+        for _ in range(MAX_REPLANS if isinstance(composer, TemplateComposer) else 0):
+            if not {r.name for r in results if not r.passed} & {"giveaway", "one_shot"}:
+                break
+            veto = veto | blamed(chain, cols, results)
+            old = (chain.plan, comp, results, cols)
+            plan_chain(cfg, ctx, chain, veto)
+            comp = composer.compose_one(chain)
+            results, cols = check_question(cfg, ctx, chain, comp)
+            if sum(not r.passed for r in results) > sum(not r.passed for r in old[2]):
+                chain.plan, comp, results, cols = old  # the re-plan did worse: keep the first
+                break
         passed = all(r.passed for r in results)
         question_rows.append({
             "question_id": qid, "walk_id": chain.walk_id, "question": comp.question, "answer": comp.answer,

@@ -101,7 +101,7 @@ PROSE: list[tuple[str, str]] = [
     (r"birthplace of", "is the birthplace of"),
     (r"(?:visited|state visit to|a visit to|visit to|toured)", "visited"),
     (r"official languages? (?:of|in)", "is an official language of"),
-    (r"(?:invaded|invasion of|conquered|conquest of|occupied|occupation of|annexed|annexation of)", "invaded"),
+    (r"(?:invaded|conquered|occupied|annexed)", "invaded"),
     (r"(?:war|wars|conflict|fought|battle|battles|fighting|struggle) (?:with|against)", "fought against"),
     (r"(?:appeared|starred|featured|cast|role) in", "appeared in"),
     (r"(?:won|winning|winner of|awarded|received)", "won"),
@@ -143,7 +143,7 @@ INVERSE: dict[str, str] = {
     "is an official language of": "has as an official language", "uses the language": "is a language used in",
     "worked with": "worked with", "had as a member": "was a member of", "has as a member": "is a member of",
     "was a member of": "had as a member", "is a member of": "has as a member", "was written by": "wrote",
-    "is about": "is the subject of", "is named after": "gave its name to", "was founded by": "founded",
+    "is about": "is the subject of", "is named after": "is the namesake of", "was founded by": "founded",
     "is led by": "leads", "had among its commanders": "was a commander in", "played for": "had as a player",
     "plays for": "has as a player", "taught": "studied under", "studied under": "taught",
     "is treated with": "is used to treat", "is used to treat": "is treated with", "can lead to": "can be caused by",
@@ -174,6 +174,10 @@ _TRAILING = re.compile(r"(?:\s+|^)(?:the|a|an|his|her|its|their|this|that|these|
                        r"modern|modern-day|present-day|neighbou?ring|nearby|rival|fellow|future|fellow|"
                        r"famous|legendary|renowned|new|old|several|many|other|such|both|all|various|two|three)$")
 _CLAUSE_BREAK = re.compile(r"[,;:()\[\]\"“”—–]|\s-\s")
+# Words that make the phrase before the anchor a plan, a wish or a negation, not a fact.
+_NOT_A_FACT = re.compile(r"\b(?:plan|plans|planned|planning|hope|hoped|hoping|attempt|attempted|attempting|tried|"
+                         r"trying|sought|seeking|wanted|wanting|proposed|threatened|considered|refused|failed|never|"
+                         r"not|no|nor|would|could|might|may|rumou?red|alleged|allegedly|reportedly)\b")
 _PERSON_PRONOUNS = frozenset("he she his her".split())
 _THING_PRONOUNS = frozenset("it its".split())
 _ANY_PRONOUNS = frozenset("they their we both".split())
@@ -266,7 +270,7 @@ def relation_of(anchor: str | None, sentence: str | None, position: int = 0, sub
         if stripped == before:
             break
         before = stripped
-    if not before:
+    if not before or _NOT_A_FACT.search(before):
         return None
     for pat, rel in _PROSE:
         m = pat.search(before)
