@@ -19,8 +19,9 @@ TOY_DUMP = "toy.xml"  # no such file: the graph stage run is recorded by complet
 
 
 def toy_config(out: Path | str, **overrides: Any) -> Config:
-    """A config whose graph stage resolves to the toy graph recorded under ``out``."""
-    return load_config(None, {"run.out": str(out), "graph.dump": TOY_DUMP, **overrides})
+    """A config whose graph stage resolves to the toy graph recorded under ``out``. The toy has ten
+    pages, so a clue need fit only one page (``synth.min_clue_pages = 1``) unless a test says otherwise."""
+    return load_config(None, {"run.out": str(out), "graph.dump": TOY_DUMP, "synth.min_clue_pages": 1, **overrides})
 
 
 def build_graph(out: Path, pages: list[dict[str, Any]], links: list[tuple[str, str, str, str, bool]],
@@ -33,9 +34,14 @@ def build_graph(out: Path, pages: list[dict[str, Any]], links: list[tuple[str, s
     ids = {p["title"]: 100 + i for i, p in enumerate(pages)}
     page_rows = []
     for p in pages:
+        # Text for the search index: the page's own lead, then the prose of its links (infobox lines
+        # are not text, as in a real ingest).
+        prose = [sentence for src, _, _, sentence, _ in links if src == p["title"] and ": " not in sentence[:30]]
+        text = p.get("text") or " ".join([f"{p['title']} is a {(p.get('short_description') or 'page').lower()}.",
+                                           *prose])
         page_rows.append({
             "page_id": ids[p["title"]], "title": p["title"], "ns": 0, "revision_id": 1,
-            "revision_timestamp": p.get("ts", datetime(2021, 1, 1, tzinfo=UTC)), "text": p.get("text", ""),
+            "revision_timestamp": p.get("ts", datetime(2021, 1, 1, tzinfo=UTC)), "text": text,
             "lead": p.get("lead", ""), "short_description": p.get("short_description"),
             "infobox_type": p.get("infobox_type"),
             "infobox": [{"key": k, "value": v} for k, v in p.get("infobox", {}).items()],
@@ -104,20 +110,24 @@ TOY_PAGES = [
     {"title": "Brackenford", "short_description": "Market town in Westshire", "infobox_type": "settlement",
      "infobox": {"established": "1711"}},
 ]
+# Sentences state relations the fact graph reads (hopforge.synth.relations): "is home to",
+# "was painted by", infobox "founder: ...", "was a member of", "was led by", "published by", "based in",
+# "located in". Ell -> Westshire states none on the Ell's page, nor do the lists.
 TOY_LINKS = [
-    ("Aldmoor", "Brannock Abbey", "Brannock Abbey", "The ruins of Brannock Abbey lie north of the town.", True),
-    ("Aldmoor", "Westshire", "Westshire", "Aldmoor is a market town in Westshire.", True),
+    ("Aldmoor", "Brannock Abbey", "Brannock Abbey", "Aldmoor is home to Brannock Abbey, a ruined monastery.", True),
+    ("Aldmoor", "Westshire", "Westshire", "Aldmoor is a market town located in Westshire.", True),
     ("Aldmoor", "Aldmoor (disambiguation)", "other uses", "For other uses see Aldmoor.", False),
-    ("Brannock Abbey", "Cedric Vane", "Cedric Vane", "The abbey ruins inspired the poet Cedric Vane.", False),
+    ("Brannock Abbey", "Cedric Vane", "Cedric Vane", "The abbey was painted by Cedric Vane in his youth.", False),
     ("Brannock Abbey", "Ell (river)", "Ell", "The abbey stands beside the Ell.", True),
     ("Brannock Abbey", "List of abbeys", "abbeys", "It is one of many abbeys.", False),
     ("Cedric Vane", "Duskwater Press (publisher)", "Duskwater Press",
      "His collections were issued by Duskwater Press, which he co-founded.", True),
     ("Cedric Vane", "Harrow Lane Poets", "Harrow Lane Poets", "He was a member of the Harrow Lane Poets.", False),
+    ("Duskwater Press (publisher)", "Cedric Vane", "Cedric Vane", "founder: Cedric Vane", True),
     ("Duskwater Press (publisher)", "Westshire", "Westshire", "The press is based in Westshire.", True),
-    ("Harrow Lane Poets", "Cedric Vane", "Vane", "The circle was led by Vane.", True),
+    ("Harrow Lane Poets", "Cedric Vane", "Vane", "The poets were led by Vane.", True),
     ("Harrow Lane Poets", "Duskwater Press (publisher)", "Duskwater Press",
-     "Its anthologies appeared from Duskwater Press.", False),
+     "Its anthologies were published by Duskwater Press.", False),
     ("Westshire", "Brackenford", "Brackenford", "Towns include Brackenford.", False),
     ("Ell (river)", "Westshire", "Westshire", "The Ell flows through Westshire.", True),
     ("Westshire", "Aldmoor", "Aldmoor", "Towns include Aldmoor.", False),
@@ -140,13 +150,30 @@ def toy_cfg(toy_out: Path):
     return toy_config(toy_out, **{"synth.n_questions": 20, "synth.hops_min": 2, "synth.hops_max": 3})
 
 
-def path_of(view, titles: list[str]) -> tuple[list[int], list[int], str]:
-    """(nodes, CSR edge ids, strategy) for a path given by titles; fails if a link is missing."""
-    nodes = [view.node_of_title[t] for t in titles]
+def toy_context(cfg: Config):
+    """The question stage's per-process context (graph, clues, fact graph, search index) for ``cfg``."""
+    from hopforge.stage import resolve
+    from hopforge.synth.questions import context
+
+    return context(cfg, resolve(cfg, "graph").fingerprint)
+
+
+def path_of(ctx, titles: list[str]) -> tuple[list[int], list[int], str]:
+    """(nodes, fact-graph edge ids, strategy) for a path given by titles; fails if a hop states no fact."""
+    nodes = [ctx.view.node_of_title[t] for t in titles]
     edges = []
     for u, v in zip(nodes, nodes[1:]):
-        row = view.indices[view.indptr[u]:view.indptr[u + 1]]
-        j = int(np.searchsorted(row, v))
-        assert j < len(row) and row[j] == v, f"no link {view.titles[u]!r} -> {view.titles[v]!r}"
-        edges.append(int(view.indptr[u]) + j)
+        e = ctx.facts.edge(u, v)
+        assert e is not None, f"no fact relates {ctx.view.titles[u]!r} to {ctx.view.titles[v]!r}"
+        edges.append(e)
     return nodes, edges, "uniform"
+
+
+def chain_of(cfg: Config, titles: list[str]):
+    """The planned chain of a walk given by titles (what compose_batch builds before composing)."""
+    from hopforge.synth.questions import chains_from_paths, plan_chain
+
+    ctx = toy_context(cfg)
+    chain = chains_from_paths(ctx, [path_of(ctx, titles)], cfg.run.seed)[0]
+    plan_chain(cfg, ctx, chain)
+    return ctx, chain

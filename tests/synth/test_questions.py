@@ -9,6 +9,7 @@ import pytest
 from hopforge.stage import Batch, execute_batch, resolve
 from hopforge.storage import query_arrow, read_table
 from hopforge.synth import QuestionStage, run_questions
+from hopforge.synth.checks import CHECK_NAMES
 
 from .conftest import toy_config
 
@@ -36,9 +37,9 @@ def test_run_writes_walks_questions_and_rejects(toy_cfg):
         assert q["path"] == w["path"] and len(q["path"]) == q["hops"] + 1 and len(set(q["path"])) == len(q["path"])
         assert [e["hop"] for e in q["evidence"]] == list(range(1, q["hops"] + 1))
         assert all(e["sentence"] and e["anchor"] in e["sentence"] for e in q["evidence"])
+        assert "links" not in q["question"]
         assert q["answer"] == q["path"][-1] and q["answer_aliases"][0] == q["answer"]
-        assert [c["name"] for c in q["checks"]] == ["answer_leak", "shortcut", "single_page", "ambiguity",
-                                                    "malformed"]
+        assert [c["name"] for c in q["checks"]] == list(CHECK_NAMES)
         assert q["passed"] == all(c["passed"] for c in q["checks"])
         assert not any(a.casefold() in q["question"].casefold() for a in q["answer_aliases"] if len(a) > 3)
     # Every failed check of every question is a reject row with the check's name as step.
@@ -47,9 +48,16 @@ def test_run_writes_walks_questions_and_rejects(toy_cfg):
     assert {(r["row_id"], r["step"]) for r in rejects} == failed
     assert all(r["stage"] == "questions" and r["row_table"] == "questions" for r in rejects)
     assert sum(stats.rejects.values()) == len(rejects)
-    # The Cedric Vane -> Duskwater Press evidence sentence is joined on (src page, position).
-    ev = [e for q in qs for e in q["evidence"] if (e["src"], e["dst"]) == ("Cedric Vane", "Duskwater Press (publisher)")]
-    assert ev and ev[0]["sentence"] == "His collections were issued by Duskwater Press, which he co-founded."
+    # The Cedric Vane -> Duskwater Press hop is the fact the press's infobox states, read from Vane's side.
+    ev = [(e, r) for q in qs for e, r in zip(q["evidence"], q["relations"], strict=True)
+          if (e["src"], e["dst"]) == ("Cedric Vane", "Duskwater Press (publisher)")]
+    assert ev and ev[0][0]["sentence"] == "founder: Cedric Vane"
+    assert ev[0][1] == {"hop": ev[0][1]["hop"], "relation": "founded", "source": "infobox:founder",
+                        "stated_on": "Duskwater Press (publisher)"}
+    # Every row carries its quality columns.
+    for q in qs:
+        assert q["language"] == "en" and q["candidates"] >= 1 and q["solvable"] is not None
+        assert len(q["relations"]) == q["hops"] and q["certificate"] and q["reference_path"]
     res = query_arrow(out, "select hops, count(*) as n from questions group by 1 order by 1").to_pylist()
     assert [r["hops"] for r in res] == [2, 3] and sum(r["n"] for r in res) == 20
 
@@ -130,7 +138,7 @@ def test_cli_questions_then_sql(toy_out):
     runner = CliRunner()
     config = toy_out.parent / "toy.toml"
     config.write_text(f'[run]\nout = "{toy_out}"\n[graph]\ndump = "toy.xml"\n'
-                      '[synth]\nn_questions = 12\nhops_min = 2\nhops_max = 2\n')
+                      '[synth]\nn_questions = 12\nhops_min = 2\nhops_max = 2\nmin_clue_pages = 1\n')
     r = runner.invoke(app, ["questions", "--config", str(config)])
     assert r.exit_code == 0, r.output
     assert '"questions": 12' in r.output
@@ -202,6 +210,17 @@ def test_no_question_passing_its_checks_is_an_empty_stage_not_an_error(toy_out):
     """With every walk ending on a page the checks reject, the stage records why it produced nothing."""
     cfg = toy_config(toy_out, **{"synth.n_questions": 3, "synth.hops_min": 1, "synth.hops_max": 1})
     stats = run_questions(cfg)
-    # 1-hop walks on the toy graph: every answer is named on the start page (single_page / shortcut).
+    # 1-hop walks on the toy graph: the start links to (or is linked from) the answer: a shortcut.
     assert sum(read_table(toy_out, "questions", columns=["passed"]).column("passed").to_pylist()) == 0
     assert stats.empty is not None and stats.empty.startswith(f"0 of {stats.questions} questions passed")
+
+
+def test_a_graph_without_facts_is_an_empty_stage(tmp_path):
+    """Links whose sentences state no relation give the walker nothing to walk: an empty stage, named."""
+    from .conftest import TOY_PAGES, build_graph
+
+    out = tmp_path / "data"
+    links = [(a, b, b, f"See also {b}.", False) for a, b in (("Aldmoor", "Westshire"), ("Westshire", "Aldmoor"))]
+    build_graph(out, TOY_PAGES, links)
+    stats = run_questions(toy_config(out, **{"synth.n_questions": 5}))
+    assert stats.empty is not None and "0 distinct walks" in stats.empty and "over facts" in stats.empty

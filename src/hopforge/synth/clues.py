@@ -32,16 +32,17 @@ from typing import Any
 import numpy as np
 
 from hopforge.synth.describe import (BIRTHS_RE, FACT_VERBS, GENERIC_SHORT_DESC, YEAR, _clean_value, _lower_first,
-                                     vague_year, with_article)
+                                     vague_dates, vague_year, with_article)
 
 # Words that end the noun phrase of a description: what follows is a clause, not the name of a kind.
-_CLAUSE = re.compile(r"\s+(?:who|which|that|whose|where|formed|founded|born|from|since|with|using|consisting|based|"
+_CLAUSE = re.compile(r"\s+(?:who|which|that|whose|where|formed|founded|born|from|since|with|using|consisting|based|active|"
                      r"located|involving|following|prior|until|between|over|during|known|used|made|written|"
                      r"produced|published|released|created|developed|designed|directed|starring|featuring|belonging|serving|"
                      r"comprising|including|containing|representing|operating|spanning|covering|dedicated|devoted|"
                      r"responsible|"
                      r"sometimes|often|also|mainly|mostly|primarily|usually|because|after|before|by|to)\b.*$", re.I)
-_COMPLEMENT = re.compile(r"^(?P<head>.+?)\s+(?P<prep>of|in|at|on|for|from|to|within)\s+(?P<rest>.+)$")
+_COMPLEMENT = re.compile(r"^(?P<head>.+?)\s+(?P<prep>of|in|at|on|for|from|to|within|near|beside|along|across|around|"
+                         r"outside|inside|among|under|over|between)\s+(?P<rest>.+)$")
 _ORDINAL = re.compile(r"\b\d+(?:st|nd|rd|th)(?:[- ]century)?\b[- ]?", re.I)
 _NON_SEMANTIC_CATEGORY = re.compile(r"\d|articles|pages|wikipedia|wikidata|cs1|webarchive|stub|use |living people|"
                                     r"redirects|disambiguation|templates|categories|^deaths\b|^burials\b", re.I)
@@ -160,7 +161,7 @@ def description_clues(short_description: str | None) -> list[Clue]:
         conj = _CLAUSE.sub("", conj.strip())
         if not conj or not re.search(r"[A-Za-z]", conj):
             continue
-        conj = _lower_first(conj)
+        conj = vague_dates(_lower_first(conj))
         for p in noun_phrases(conj):
             out.append(Clue("noun", with_article(p), _norm_key(p), "description"))
     return out

@@ -74,7 +74,8 @@ def _pick(walk_id: str, n: int, salt: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{salt}:{walk_id}".encode(), digest_size=4).digest(), "big") % n
 
 
-_CLAUSE_OF_HEAD = re.compile(r"\s+(?:of|in|at|on|for|from|to|within|who|which|that|with|by)\s.*$")
+_CLAUSE_OF_HEAD = re.compile(r"\s+(?:of|in|at|on|for|from|to|within|near|beside|along|across|around|outside|"
+                             r"inside|among|under|over|between|who|which|that|with|by)\s.*$")
 
 
 def reference(head: Clue | None, person: bool) -> str:

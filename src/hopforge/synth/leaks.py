@@ -19,7 +19,7 @@ here in three forms:
 Names are the entity's title (and its variants), redirect titles to it, and anchor texts
 other pages use for it. Anchors are often common words ("rock" for *Rock music*), so they
 match exactly and as inflections only (never as derived words), and an intermediate
-entity's anchors count only when they look like names (capitalised or several words).
+entity's anchors count only when they look like names (capitalised).
 
 Matching is a token-level index per set of names (cached): one dictionary lookup per word of
 a text, plus a few for the stems a word could be derived from, so a chain's many candidate
@@ -228,5 +228,5 @@ def _title_variants(title: str) -> tuple[str, ...]:
 
 
 def _name_like(anchor: str) -> bool:
-    words = anchor.split()
-    return len(words) >= 2 or (bool(words) and anchor[:1].isupper() and len(anchor) >= 4)
+    """Capitalised words, as names are ("Vane", "River Ell"); "the band" or "rock" are not."""
+    return len(anchor.strip()) >= 4 and any(w[:1].isupper() for w in anchor.split())

@@ -178,6 +178,8 @@ _CLAUSE_BREAK = re.compile(r"[,;:()\[\]\"“”—–]|\s-\s")
 _NOT_A_FACT = re.compile(r"\b(?:plan|plans|planned|planning|hope|hoped|hoping|attempt|attempted|attempting|tried|"
                          r"trying|sought|seeking|wanted|wanting|proposed|threatened|considered|refused|failed|never|"
                          r"not|no|nor|would|could|might|may|rumou?red|alleged|allegedly|reportedly)\b")
+_LEADING_YEAR = re.compile(r"^(?:in|on|by|during|after|before|since|from|around|circa|c\.)\s+(?:the\s+)?(?:[A-Za-z]+\s+)?"
+                           r"(?:\d{1,2}\s+)?\d{4}s?,?\s+", re.I)
 _PERSON_PRONOUNS = frozenset("he she his her".split())
 _THING_PRONOUNS = frozenset("it its".split())
 _ANY_PRONOUNS = frozenset("they their we both".split())
@@ -196,7 +198,8 @@ _MODIFIED = re.compile(r"\s+(?:movie|film|album|song|single|novel|book|show|seri
 # A leading adverbial ("In 1994, ...", "After the war, ...") before the main clause's subject.
 _LEADING_ADVERBIAL = re.compile(r"^(?:in|on|at|after|before|during|following|by|since|from|with|although|while|when|"
                                 r"as|upon|until|under|despite|between|within|throughout|later|then|also|however|"
-                                r"meanwhile|today|initially|eventually|subsequently)\b[^,]{0,80},\s*", re.I)
+                                r"meanwhile|today|initially|eventually|subsequently)\b"
+                                r"(?:\s+(?!(?:he|she|it|they|we)\b)[\w'’.-]+){0,6},\s*", re.I)
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,7 @@ def about_subject(sentence: str, subject: str, person: bool | None = None) -> bo
     person, it for a thing, they for either), "The/This <generic noun>" (not for a person), or
     a word of the subject's title. A crude test, but it keeps facts about other subjects out
     ("Members of Queen dismissed ...", "Nazi Germany invaded the Soviet Union")."""
-    s = _LEADING_ADVERBIAL.sub("", sentence.strip(), count=1)
+    s = _LEADING_ADVERBIAL.sub("", _LEADING_YEAR.sub("", sentence.strip(), count=1), count=1)
     words = re.findall(r"[\w'’-]+", s)
     if not words:
         return False

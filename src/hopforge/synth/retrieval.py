@@ -31,8 +31,10 @@ def clues_of(question: str) -> list[str]:
     """The question's sentences and the clauses inside them, each once, in order."""
     out: list[str] = []
     for sentence in re.split(r"(?<=[.?!])\s+", question.strip()):
-        sentence = sentence.strip()
-        parts = [p.strip(" .?!") for p in _CLAUSE_SPLIT.split(sentence) if p and p.strip(" .?!")]
+        sentence = sentence.strip().rstrip(" .?!")
+        split = [p.strip(" .?!") for p in _CLAUSE_SPLIT.split(sentence) if p and p.strip(" .?!")]
+        # A clause after a comma may open with its relative pronoun; a sentence's own "Who ...?" stays.
+        parts = split[:1] + [re.sub(r"^(?:who|which|that|whose|where|and)\s+", "", p, flags=re.I) for p in split[1:]]
         for c in ([sentence] if len(parts) > 1 else []) + parts:
             if len(TOKEN_RE.findall(c)) >= MIN_CLUE_TOKENS and c not in out:
                 out.append(c)
