@@ -1,21 +1,27 @@
-"""The questions stage on the real enwiki-233 graph (ingested by the graph stage; cached per session)."""
+"""The question stage on the real enwiki-233 graph (ingested by the graph stage; cached per session).
+
+The issue-15 run: 1,000 template questions, seed 7. Speed and the full quality figures are measured in
+benchmarks/question_quality.py (BENCHMARKS.md), never asserted here."""
 
 from __future__ import annotations
 
 import re
 import shutil
-import time
 from collections import Counter
 
 import pytest
-from tests.synth.conftest import path_of
 
 from hopforge.config import load_config
+from hopforge.stage import resolve
 from hopforge.storage import query_arrow, read_table
 from hopforge.synth import run_questions
-from hopforge.synth.compose import TemplateComposer, relation_phrase
-from hopforge.synth.graph_view import GraphView
-from hopforge.synth.questions import chains_from_paths
+from hopforge.synth.checks import CHECK_NAMES
+from hopforge.synth.clues import description_clues, page_clues
+from hopforge.synth.compose import TemplateComposer
+from hopforge.synth.leaks import find_leaks, walk_names
+from hopforge.synth.questions import chains_from_paths, context, plan_chain
+
+from .conftest import path_of
 
 
 def _fresh(enwiki233_graph, tmp_path_factory, name):
@@ -24,95 +30,121 @@ def _fresh(enwiki233_graph, tmp_path_factory, name):
     return out
 
 
+def _cfg(out, **kw):
+    return load_config(None, {"run.out": str(out), "run.seed": 7, "synth.n_questions": 1000,
+                              "graph.dump": str((resolve_dump())), **kw})
+
+
+def resolve_dump():
+    from tests.conftest import WIKI
+
+    return WIKI / "enwiki-233.xml.bz2"
+
+
 @pytest.fixture(scope="module")
 def thousand(enwiki233_graph, tmp_path_factory):
     out = _fresh(enwiki233_graph, tmp_path_factory, "q1000")
-    cfg = load_config(None, {"run.out": str(out), "run.seed": 0, "synth.n_questions": 1000})
-    t = time.perf_counter()
+    cfg = _cfg(out)
     stats = run_questions(cfg)
-    return out, stats, time.perf_counter() - t
+    return out, cfg, stats
+
+
+@pytest.fixture(scope="module")
+def ctx(thousand):
+    _, cfg, _ = thousand
+    return context(cfg, resolve(cfg, "graph").fingerprint)
 
 
 def test_thousand_template_questions_with_configured_hops(thousand):
-    # Speed is measured in benchmarks/ (BENCHMARKS.md), never asserted in a test.
-    out, stats, _seconds = thousand
+    out, _, stats = thousand
     assert stats.questions == 1000
     hops = Counter(read_table(out, "questions", columns=["hops"]).column("hops").to_pylist())
     assert set(hops) == {2, 3, 4, 5, 6}  # default hops_min..hops_max
-    assert all(140 <= n <= 260 for n in hops.values()), hops  # uniform over 5 values: 200 each, +-4 sigma
     res = query_arrow(out, "select hops, count(*) as n from questions group by 1 order by 1").to_pylist()
     assert {r["hops"]: r["n"] for r in res} == dict(hops)
 
 
-def test_rows_carry_path_evidence_aliases_and_checks_and_never_the_answer(thousand):
-    out, stats, _ = thousand
+def test_passed_questions_meet_every_gate_of_issue_15(thousand):
+    out, _, stats = thousand
+    rows = read_table(out, "questions").to_pylist()
+    passed = [q for q in rows if q["passed"]]
+    assert stats.passed == len(passed) >= 80  # measured 112 of 1,000 (BENCHMARKS.md); the link structure caps it
+    for q in passed:
+        assert q["leaks"] == [] and q["candidates"] == 1 and q["candidate_witnesses"] == [q["answer"]]
+        assert q["one_shot_rank"] is None or q["one_shot_rank"] > 5
+        assert q["best_clue_rank"] is None or q["best_clue_rank"] > 1
+        assert q["solvable"] and q["replay_turns"] <= 40 and all(s["action"] for s in q["reference_path"])
+        assert all(c["candidates"] >= 5 for c in q["certificate"])  # each clue alone is under-informative
+        assert not re.search(r"links|article|starts with|word", q["question"])  # facts, not hyperlinks or puzzles
+        assert [r["hop"] for r in q["relations"]] == list(range(1, q["hops"] + 1))
+
+
+def test_rows_carry_checks_and_rejects_name_every_failure(thousand):
+    out, _, _ = thousand
     rows = read_table(out, "questions").to_pylist()
     for q in rows:
+        assert [c["name"] for c in q["checks"]] == list(CHECK_NAMES) and all(c["detail"] for c in q["checks"])
         assert q["answer"] == q["path"][-1] and q["answer_aliases"][0] == q["answer"]
-        assert not re.search(rf"(?<!\w){re.escape(q['answer'])}(?!\w)", q["question"], re.I)
-        assert len(q["path"]) == q["hops"] + 1 == len(q["evidence"]) + 1
-        assert all(e["sentence"] and e["anchor"] for e in q["evidence"])
-        assert [c["name"] for c in q["checks"]] == ["answer_leak", "shortcut", "single_page", "ambiguity",
-                                                    "malformed"]
-        assert all(c["detail"] for c in q["checks"])
-        assert not any("[" in a for a in q["answer_aliases"])
-    # The template composer leaks nothing: answer_leak and malformed pass everywhere.
-    assert all(next(c for c in q["checks"] if c["name"] == "answer_leak")["passed"] or
-               next(c for c in q["checks"] if c["name"] == "answer_leak")["detail"].startswith("question names walk")
-               for q in rows)
-    assert all(next(c for c in q["checks"] if c["name"] == "malformed")["passed"] for q in rows)
-    assert 0 < stats.passed < 1000
+        assert q["passed"] == all(c["passed"] for c in q["checks"])
+    failed = {(q["question_id"], c["name"]) for q in rows for c in q["checks"] if not c["passed"]}
     rejects = read_table(out, "rejects").to_pylist()
-    assert {r["row_id"] for r in rejects} == {q["question_id"] for q in rows if not q["passed"]}
+    assert {(r["row_id"], r["step"]) for r in rejects} == failed
+    reasons = Counter(r["reason"] for r in rejects)
+    # The new gates each reject something on this dump.
+    assert {"unsolvable_offline", "ambiguous_answer", "one_shot_searchable", "giveaway_clue"} <= set(reasons)
+    assert "answer_leaked" not in reasons  # the template composer screens its clues with the same leak matcher
 
 
-def test_same_seed_twice_gives_identical_questions(thousand, enwiki233_graph, tmp_path_factory):
-    out, _, _ = thousand
-    other = _fresh(enwiki233_graph, tmp_path_factory, "q1000b")
-    # Same seed, a different batch split: the table must not change.
-    run_questions(load_config(None, {"run.out": str(other), "run.seed": 0, "synth.n_questions": 1000,
-                                     "synth.batch_size": 300}))
+def test_same_seed_gives_identical_questions_however_batched(enwiki233_graph, tmp_path_factory):
+    a = _fresh(enwiki233_graph, tmp_path_factory, "q200a")
+    b = _fresh(enwiki233_graph, tmp_path_factory, "q200b")
+    run_questions(_cfg(a, **{"synth.n_questions": 200}))
+    run_questions(_cfg(b, **{"synth.n_questions": 200, "synth.batch_size": 70}))
     for table, key in (("questions", "question_id"), ("walks", "walk_id")):
-        a = sorted(read_table(out, table).to_pylist(), key=lambda r: r[key])
-        b = sorted(read_table(other, table).to_pylist(), key=lambda r: r[key])
-        assert a == b
+        ra = sorted(read_table(a, table).to_pylist(), key=lambda r: r[key])
+        rb = sorted(read_table(b, table).to_pylist(), key=lambda r: r[key])
+        assert ra == rb
 
 
-def test_hand_checked_chain_bowie_queen(enwiki233_graph):
-    view = GraphView.load(enwiki233_graph)
-    chains, _ = chains_from_paths(view, [path_of(view, ["David Bowie", "Queen (band)", "Rock music"])], seed=0)
-    ch = chains[0]
-    ev = ch.evidence[0]
-    # The graph's edge is the first Bowie -> Queen link (position 65, in the lead).
-    assert ev["anchor"] == "Queen"
-    assert ev["sentence"].endswith('"Under Pressure", a 1981 collaboration with Queen.')
-    assert relation_phrase(ev, ch.scrub) == "collaboration with"
-    q = TemplateComposer().compose_one(ch).question
-    assert '"collaboration with …"' in q
-    assert "Queen" not in q and "Bowie" not in q and "Rock music" not in q
-    # Queen's short description "British rock band formed in 1970" mentions "rock", an anchor alias of the
-    # answer Rock music, so hop 1 falls back to its infobox type.
-    assert "to a musical artist." in q and "rock band" not in q
-    one_hop, _ = chains_from_paths(view, [path_of(view, ["David Bowie", "Queen (band)"])], seed=0)
-    q1 = TemplateComposer().compose_one(one_hop[0]).question
-    assert "to a British rock band formed in the early 1970s" in q1
+def test_hand_checked_fact_beyonce_born_in_houston(ctx):
+    t = ctx.view.node_of_title
+    fact = ctx.facts.facts[ctx.facts.edge(t["Beyoncé"], t["Houston"])]
+    assert (fact.phrase, fact.source, fact.sentence) == ("was born in", "infobox:birth_place",
+                                                          "birth_place: Houston, Texas, U.S.")
+    assert ctx.facts.facts[ctx.facts.edge(t["Houston"], t["Beyoncé"])].phrase == "is the birthplace of"
+    # "Under Pressure", a 1981 collaboration with Queen: Bowie "worked with" the band.
+    assert ctx.facts.facts[ctx.facts.edge(t["David Bowie"], t["Queen (band)"])].phrase == "worked with"
 
 
-def test_hand_checked_evidence_prefers_prose_over_infobox(enwiki233_graph):
-    view = GraphView.load(enwiki233_graph)
-    chains, _ = chains_from_paths(view, [path_of(view, ["Spain", "European Union", "Roman Empire"])], seed=0)
-    ev = chains[0].evidence[0]
-    # The first Spain -> EU link is the infobox "map_caption" field; the evidence is the first prose sentence.
-    assert ev["sentence"].startswith("With an area of , Spain is the largest country in Southern Europe")
+def test_regression_platonism_never_describes_plato(ctx, thousand):
+    # Issue 15: answer "Plato" described as "founder of Platonism". Plato's short description yields that
+    # clue, but the leak matcher (derived form) keeps it out of any question about Plato.
+    _, cfg, _ = thousand
+    plato = ctx.view.node_of_title["Plato"]
+    page = ctx.all_pages[int(ctx.view.page_id[plato])]
+    assert "a founder of Platonism" in [c.text for c in page_clues(page)]
+    (chain,) = chains_from_paths(ctx, [path_of(ctx, ["Aristotle", "Plato"])], seed=7)
+    assert "a founder of Platonism" not in [c.text for c in ctx.certifier.options(plato, page, chain.names)]
+    plan_chain(cfg, ctx, chain)
+    q = TemplateComposer().compose_one(chain).question
+    assert not find_leaks(q, chain.names) and "Platon" not in q
 
 
-def test_hand_checked_aliases_and_vague_dates(enwiki233_graph):
-    view = GraphView.load(enwiki233_graph)
-    chains, _ = chains_from_paths(
-        view, [path_of(view, ["Britney Spears", "Hip hop music", "Electronic dance music"]),
-               path_of(view, ["George H. W. Bush", "Bill Clinton", "Ronald Reagan"])], seed=0)
-    edm, reagan = chains
-    assert edm.aliases[-1][:2] == ["Electronic dance music", "EDM"] or "EDM" in edm.aliases[-1]
-    q = TemplateComposer().compose_one(reagan).question
-    assert "(from the early 1980s to the late 1980s)" in q  # "40th president of the United States (1981–89)"
-    assert q.endswith("?") and "Reagan" not in q
+def test_regression_cardiovascular_diseases_never_describes_the_answer(ctx):
+    # Issue 15: answer "Cardiovascular disease" with the clue `filed under the category "Cardiovascular diseases"`.
+    node = ctx.view.node_of_title["Cardiovascular disease"]
+    page = ctx.all_pages[int(ctx.view.page_id[node])]
+    texts = [c.text for c in page_clues(page)]
+    assert "a cardiovascular disease" in texts  # from its own category "Cardiovascular diseases"
+    names = walk_names(["Cardiovascular disease"], [["Cardiovascular disease"]])
+    assert all(not find_leaks(c.text, names) for c in ctx.certifier.options(node, page, names))
+    assert "a cardiovascular disease" not in [c.text for c in ctx.certifier.options(node, page, names)]
+
+
+def test_regression_the_short_description_is_no_longer_the_final_clue(ctx):
+    # Issue 15: "a 42nd president of the United States" named Bill Clinton by itself. Descriptions are made
+    # generic: the ordinal goes, and "a president of the United States" fits 11 pages of the dump.
+    texts = [c.text for c in description_clues("42nd president of the United States")]
+    assert texts == ["a president of the United States", "a president"]
+    key = next(c.key for c in description_clues("42nd president of the United States"))
+    assert ctx.clues.count(key) == 11
