@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hopforge.synth.aliases import answer_aliases, title_variants
-from hopforge.synth.describe import describe, features, vague_dates, vague_year
+from hopforge.synth.describe import is_person, vague_dates, vague_year, with_article
 
 
 def test_vague_dates():
@@ -20,24 +20,12 @@ def test_vague_dates():
     assert vague_dates("president (1981–89)") == "president (from the early 1980s to the late 1980s)"
 
 
-def test_describe_skips_features_that_name_scrubbed_entities():
-    page = {"short_description": "Market town in Westshire", "infobox_type": "settlement",
-            "infobox": [{"key": "established", "value": "1712"}], "categories": ["1712 establishments"]}
-    text, used = describe(page, "Aldmoor", scrub=["Westshire"], n=2)
-    assert text == "a settlement (established in the early 18th century)"
-    assert "Westshire" not in text and "Aldmoor" not in text
-    text, _ = describe(page, "Aldmoor", scrub=[], n=1)
-    assert text == "a market town in Westshire"
-    text, _ = describe({"short_description": "18th-century Prussian philosopher."}, "Kant", scrub=[])
-    assert text == "an 18th-century Prussian philosopher"
-    text, _ = describe({"short_description": "1950–1953 war between North and South Korea"}, "Korean War", [])
-    assert text == "an early 1950s war between North and South Korea"
-
-
-def test_births_category_becomes_a_vague_fact_and_fallback_is_partial_name():
-    assert any(f.text == "born in the late 1880s" for f in features({"categories": ["1888 births"]}))
-    text, used = describe({}, "Duskwater Press (publisher)", scrub=[])
-    assert text == 'an entity whose name starts with "D" and has 2 words' and used[0].kind == "initial"
+def test_articles_and_persons():
+    assert with_article("European country") == "a European country"
+    assert with_article("MTV award winner") == "an MTV award winner" and with_article("NATO member") == "a NATO member"
+    assert with_article("largest city in Texas") == "the largest city in Texas"
+    assert with_article("Best Actor winner") == "a Best Actor winner"
+    assert is_person({"categories": ["1888 births"]}) and not is_person({"infobox_type": "musical artist"})
 
 
 def test_aliases_from_title_variants_redirects_and_anchors():

@@ -1,20 +1,13 @@
-"""Obfuscated descriptions of entities, built from their own page data.
+"""Wording shared by the clues and the composers: vague dates, articles, persons.
 
-A question names no hop entity: each is described by features of its page
-(short description, infobox type, a dated infobox fact, a category, a partial
-name), with exact dates made vague ("in the early 1990s", "the late 18th
-century") in the style of WebSailor / DeepDive. A feature whose text contains
-any scrubbed term (titles and aliases of the walk's entities) is never used.
-
-Every feature renders to a phrase; two pages share a clue exactly when they
-render the same phrase, which is what the ambiguity check compares.
+Exact dates become vague ("in the early 1990s", "the late 18th century") in the style of
+WebSailor / DeepDive; what a question may say about an entity is built from these in
+:mod:`hopforge.synth.clues`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 MONTH = (r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
@@ -111,6 +104,12 @@ def with_article(phrase: str) -> str:
     return ("an " if vowel_sound else "a ") + phrase
 
 
+def _clean_value(v: str) -> str:
+    """An infobox value without templates, links, tags or bold/italic quotes."""
+    v = re.sub(r"\{\{[^{}]*\}\}|\[\[|\]\]|<[^>]+>|''+", " ", v or "")
+    return re.sub(r"\s+", " ", v).strip(" ,;")
+
+
 def _lower_first(s: str) -> str:
     # Keep acronyms and proper nouns ("American", "BBC"): lowercase only a plain first word.
     first, _, rest = s.partition(" ")
@@ -122,109 +121,6 @@ def _lower_first(s: str) -> str:
     return s
 
 
-@dataclass(frozen=True)
-class Feature:
-    """One describable property of a page, rendered as a phrase (the comparison key)."""
-
-    kind: str  # short_description | infobox_type | fact | category | initial
-    text: str
-
-
-def _clean_value(v: str) -> str:
-    v = re.sub(r"\{\{[^{}]*\}\}|\[\[|\]\]|<[^>]+>|''+", " ", v or "")
-    return re.sub(r"\s+", " ", v).strip(" ,;")
-
-
-def features(page: dict[str, Any]) -> list[Feature]:
-    """All features of a page, most specific first (deterministic; memoised in the page dict)."""
-    cached = page.get("_features")
-    if cached is not None:
-        return cached
-    out: list[Feature] = []
-    sd = (page.get("short_description") or "").strip().rstrip(".")
-    if sd and not GENERIC_SHORT_DESC.match(sd):
-        out.append(Feature("short_description", vague_dates(with_article(_lower_first(sd)))))
-    itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
-    for kv in page.get("infobox") or []:
-        key = (kv.get("key") or "").strip().lower()
-        if key not in FACT_VERBS:
-            continue
-        m = re.search(YEAR, _clean_value(kv.get("value") or ""))
-        if m:
-            out.append(Feature("fact", f"{FACT_VERBS[key]} in {vague_year(int(m.group(0)))}"))
-    if itype:
-        out.append(Feature("infobox_type", with_article(itype)))
-    for cat in page.get("categories") or []:
-        m = BIRTHS_RE.match(cat)
-        if m:
-            verb = "born" if m.group(2) == "births" else "who died"
-            out.append(Feature("fact", f"{verb} in {vague_year(int(m.group(1)))}"))
-        elif not re.search(r"\d|articles|pages|wikipedia|wikidata|cs1|webarchive|stub|use ", cat, re.I):
-            out.append(Feature("category", f'filed under the category "{cat}"'))
-    seen: set[str] = set()
-    uniq = []
-    for f in out:
-        if f.text not in seen:
-            seen.add(f.text)
-            uniq.append(f)
-    if page:
-        page["_features"] = uniq
-    return uniq
-
-
-def initial_feature(title: str) -> Feature:
-    """A partial name: the first letter and word count of the title (never the title)."""
-    base = re.sub(r"\s*\(.*\)$", "", title).strip()
-    words = len(base.split())
-    return Feature("initial", f"whose name starts with \"{base[:1].upper()}\" and has {words} word"
-                              f"{'s' if words != 1 else ''}")
-
-
-@lru_cache(maxsize=8192)
-def _terms_pattern(terms: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
-    # One alternation per case mode: a handful of regex searches per text instead of one per term.
-    terms = tuple(sorted({t.strip() for t in terms if len(t.strip()) >= 2}, key=len, reverse=True))
-    short = [re.escape(t) for t in terms if len(t) <= 3]
-    long = [re.escape(t) for t in terms if len(t) > 3]
-    mk = lambda alts, flags: re.compile(rf"(?<!\w)(?:{'|'.join(alts)})(?!\w)", flags) if alts else None  # noqa: E731
-    return mk(short, 0), mk(long, re.I)
-
-
-def mentions_any(text: str, terms: list[str] | tuple[str, ...]) -> bool:
-    """Whether ``text`` contains any term as a whole word (terms of <= 3 chars case-sensitively)."""
-    short, long = _terms_pattern(tuple(terms))
-    return bool((short and short.search(text)) or (long and long.search(text)))
-
-
-def describe(page: dict[str, Any], title: str, scrub: list[str], n: int = 1,
-             with_initial: bool = False) -> tuple[str, list[Feature]]:
-    """An obfuscated noun phrase for the page, from up to ``n`` features that mention no scrubbed term.
-
-    The noun-like feature (short description, else infobox type, else category)
-    leads; further features are joined as qualifiers. Falls back to the partial
-    name when the page offers nothing usable.
-    """
-    usable = [f for f in features(page) if not mentions_any(f.text, scrub)]
-    heads = [f for f in usable if f.kind in ("short_description", "infobox_type")]
-    head = heads[0] if heads else None
-    rest = [f for f in usable if f is not head and not (head and head.kind == "short_description"
-                                                          and f.kind == "infobox_type")]
-    chosen: list[Feature] = [head] if head else []
-    chosen += rest[: max(0, n - len(chosen))]
-    if with_initial or not chosen:
-        chosen.append(initial_feature(title))
-    parts = []
-    for f in chosen:
-        if f.kind in ("short_description", "infobox_type"):
-            parts.append(f.text)
-        elif not parts:
-            parts.append("an entity " + f.text)
-        else:
-            parts.append(f.text)
-    text = parts[0] + (" (" + "; ".join(parts[1:]) + ")" if len(parts) > 1 else "")
-    return text, chosen
-
-
 # "musical artist" is left out on purpose: bands use that infobox too.
 PERSON_TYPES = frozenset({"person", "officeholder", "writer", "scientist", "philosopher", "royalty", "president",
                           "prime minister", "politician", "actor", "artist", "military person", "sportsperson",
@@ -234,11 +130,3 @@ PERSON_TYPES = frozenset({"person", "officeholder", "writer", "scientist", "phil
 def is_person(page: dict[str, Any]) -> bool:
     itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
     return itype in PERSON_TYPES or any(c.endswith(" births") for c in page.get("categories") or [])
-
-
-def kind_noun(page: dict[str, Any]) -> str:
-    """What the answer is, for the closing "What is the name of this ...?"."""
-    itype = (page.get("infobox_type") or "").strip().replace("_", " ").lower()
-    if itype and re.fullmatch(r"[a-z ]{2,30}", itype):
-        return itype
-    return "entity"
