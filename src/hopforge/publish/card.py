@@ -64,6 +64,35 @@ EXAMPLES = 2
 
 _KEPT = "trajectory_id IN (SELECT trajectory_id FROM kept)"
 
+# Question quality (issue 15), over the questions table's quality columns (schema v2; rows written
+# before it have nulls there and are left out of the rates). benchmarks/question_quality.py runs
+# the same queries. "one-shot" = the answer page in the search index's top 5 for the whole question;
+# "give-away" = one clue of the question alone ranks it first.
+QUESTION_QUALITY_QUERIES: dict[str, str] = {
+    "quality": """
+        SELECT scope, count(*) AS questions,
+               round(avg(CASE WHEN one_shot_rank <= 5 THEN 1.0 ELSE 0.0 END), 3) AS one_shot_top5_rate,
+               round(avg(CASE WHEN best_clue_rank = 1 THEN 1.0 ELSE 0.0 END), 3) AS giveaway_rate,
+               round(avg(CASE WHEN len(leaks) > 0 THEN 1.0 ELSE 0.0 END), 3) AS leak_rate,
+               round(avg(CASE WHEN candidates = 1 THEN 1.0 ELSE 0.0 END), 3) AS unique_rate,
+               round(avg(CASE WHEN solvable THEN 1.0 ELSE 0.0 END), 3) AS solvable_rate
+        FROM (SELECT 'all' AS scope, * FROM questions UNION ALL SELECT 'passed', * FROM questions WHERE passed)
+        WHERE solvable IS NOT NULL GROUP BY scope ORDER BY scope""",
+    "pass_rate": """
+        SELECT count(*) AS questions, count(*) FILTER (WHERE passed) AS passed,
+               round(count(*) FILTER (WHERE passed) / greatest(count(*), 1), 3) AS pass_rate FROM questions""",
+    "leaks": """
+        SELECT l.form, l.source, count(*) AS leaks, count(DISTINCT question_id) AS questions
+        FROM (SELECT question_id, unnest(leaks) AS l FROM questions) GROUP BY ALL ORDER BY leaks DESC, 1, 2""",
+    "certificates": """
+        SELECT CASE WHEN candidates >= 5 THEN '5+' ELSE CAST(candidates AS VARCHAR) END AS candidates,
+               count(*) AS questions, count(*) FILTER (WHERE passed) AS passed
+        FROM questions WHERE candidates IS NOT NULL GROUP BY 1 ORDER BY 1""",
+    "hops": """
+        SELECT hops, count(*) AS questions, count(*) FILTER (WHERE passed) AS passed FROM questions
+        GROUP BY 1 ORDER BY 1""",
+}
+
 # Every number in the card comes from one of these. Tests run the same facts
 # through `hopforge sql` with independently written SQL and compare.
 CARD_QUERIES: dict[str, str] = {
@@ -118,6 +147,7 @@ CARD_QUERIES: dict[str, str] = {
         SELECT teacher_backend AS backend, teacher_model AS model, count(*) AS trajectories
         FROM trajectories GROUP BY ALL ORDER BY trajectories DESC, backend, model""",
     "composers": "SELECT composer, count(*) AS questions FROM questions GROUP BY 1 ORDER BY 2 DESC, 1",
+    **{f"question_{k}": v for k, v in QUESTION_QUALITY_QUERIES.items()},
     "examples": f"""
         SELECT t.trajectory_id, q.question, q.answer, q.hops
         FROM (SELECT DISTINCT trajectory_id, question_id FROM kept) t JOIN questions q USING (question_id)
@@ -288,8 +318,8 @@ def _limitations(cfg: Config, stats: dict, manifest: dict, n_samples: int) -> li
         notes.append(f"{scripted} trajectories come from the scripted test teacher (a replayed oracle, not a "
                      "model): they exercise the pipeline and are not training data.")
     if any(c["composer"] == "template" for c in stats["composers"]):
-        notes.append("Questions are composed from templates over link sentences: phrasing is repetitive and some "
-                     "questions read unnaturally.")
+        notes.append("Questions are composed from templates over the facts the walk's links state: phrasing is "
+                     "repetitive and some questions read unnaturally.")
     labels = {r["label"]: r["turns"] for r in stats["labels"]}
     if "(unlabelled)" in labels:
         notes.append(f"{labels['(unlabelled)']} assistant turns have no turn label; the export gave them loss "
@@ -325,6 +355,16 @@ def _examples(stats: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
         examples.append({"question": r["question"], "answer": r["answer"], "hops": r["hops"],
                          "trajectory_id": r["trajectory_id"], "lines": lines})
     return examples
+
+
+def _question_seconds(out: Path, selection: Mapping[str, Sequence[str]] | None) -> float | None:
+    """Wall seconds of the question stage runs the card reads (from their completion records)."""
+    from hopforge.stage import stage_records
+
+    runs = None if selection is None else set(selection.get("questions", []))
+    secs = [r["complete"]["stats"].get("seconds", 0.0) for r in stage_records(out)
+            if r["stage"] == "questions" and r["complete"] and (runs is None or r["fingerprint"] in runs)]
+    return round(sum(secs), 1) if secs else None
 
 
 def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | None = None,
@@ -372,6 +412,10 @@ def render_card(cfg: Config, dest: str | Path, *, template_dir: str | Path | Non
         "examples": _examples(stats),
         "tokens": stats["tokens"][0] if stats["tokens"] else {},
         "solve": stats["solve"][0] if stats["solve"] and stats["solve"][0]["questions"] else None,
+        "question_quality": {"pass": stats["question_pass_rate"][0], "rates": stats["question_quality"],
+                             "leaks": stats["question_leaks"], "certificates": stats["question_certificates"],
+                             "hops": stats["question_hops"], "seconds": _question_seconds(out, selection)}
+        if stats["question_quality"] else None,
         "pretty_name": "hopforge multi-hop search trajectories "
                        f"({', '.join(s['source'] for s in sources) or 'no pages'})",
     }
