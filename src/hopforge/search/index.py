@@ -92,6 +92,7 @@ class SearchIndex:
         self.page_ids = page_ids if page_ids is not None else list(range(len(titles)))
         self._paras_cache: dict[int, list[str]] = {}  # page index -> paragraphs, for snippets
         self._index_of = {t: i for i, t in enumerate(titles)}
+        self._pages_index: tuple[bm25s.BM25, dict[str, int]] | None = None  # whole pages, built on first use
         if retriever is None or passages is None or vocab is None:
             retriever, passages, vocab = self._build(titles, texts)
         self._bm25 = retriever
@@ -209,10 +210,17 @@ class SearchIndex:
 
     # ------------------------------------------------------------------ ranks of given pages
 
-    def ranks(self, query: str, pages: Sequence[int]) -> list[int | None]:
+    def ranks(self, query: str, pages: Sequence[int], *, whole_pages: bool = False) -> list[int | None]:
         """1-based rank of each page (index into ``titles``) in the de-duplicated hit list for
         ``query``, as :meth:`search` would list it with an unbounded ``k``; None when the page
-        scores 0 (no query term in it) or has no passage."""
+        scores 0 (no query term in it) or has no passage.
+
+        ``whole_pages`` ranks pages in a second BM25 index with one document per page (title +
+        text), as a page-level web search engine would: a page that mentions every clue in a
+        different paragraph comes first there though no single passage does. It is built on
+        first use, in memory."""
+        if whole_pages:
+            return self._page_ranks(query, pages)
         ids = self._query_ids(query)
         if not ids or not len(self._page_starts):
             return [None] * len(pages)
@@ -231,6 +239,25 @@ class SearchIndex:
                 ahead += sum(1 for t in tied.tolist() if t != j and self._first_at(scores, t, s) <
                              self._first_at(scores, j, s))
             out.append(ahead + 1)
+        return out
+
+    def _page_ranks(self, query: str, pages: Sequence[int]) -> list[int | None]:
+        if self._pages_index is None:
+            tok = bm25s.tokenize([f"{t}. {x}" for t, x in zip(self.titles, self.texts, strict=True)], stopwords="en",
+                                 show_progress=False)
+            retriever = bm25s.BM25()
+            retriever.index(tok, show_progress=False)
+            self._pages_index = (retriever, dict(tok.vocab))
+        retriever, vocab = self._pages_index
+        ids = [vocab[w] for w in TOKEN_RE.findall(query.lower()) if w not in self._stop and w in vocab]
+        if not ids:
+            return [None] * len(pages)
+        scores = retriever.get_scores(ids)
+        out: list[int | None] = []
+        for page in pages:
+            s = scores[page] if 0 <= page < len(scores) else 0.0
+            out.append(None if s <= 0 else int(np.count_nonzero(scores > s)) + int(np.count_nonzero(
+                scores[:page] == s)) + 1)
         return out
 
     def _first_at(self, scores: np.ndarray, slot: int, s: float) -> int:

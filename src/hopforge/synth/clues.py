@@ -63,7 +63,8 @@ _COMMON_IAN = re.compile(
 _STOP = frozenset("a an the of in at on for from to and or with by".split())
 _SUPERLATIVE = re.compile(r"^(?:\w+est|most|least|first|last|only|sole|main|chief|principal)$", re.I)
 # Category heads that are events, not kinds of the entity ("Accidental deaths in Ohio" is not "an accidental death").
-_EVENT_PLURALS = frozenset("deaths births burials murders assassinations suicides disappearances".split())
+_EVENT_PLURALS = frozenset("deaths births burials murders assassinations suicides disappearances controversies "
+                           "scandals incidents survivors victims".split())
 # Modifiers a generalisation must keep: a former capital is not a capital.
 _MEANING_MODIFIERS = frozenset("former defunct ex fictional proposed unrecognized unrecognised disputed historical "
                                "ancient extinct dissolved hypothetical mythological legendary".split())
@@ -187,7 +188,9 @@ def category_clues(category: str) -> list[Clue]:
     if len(words) == 1 or words[1][:1].islower():
         words[0] = words[0].lower() if _COMMON_IAN.match(words[0].lower()) else _lower_first(words[0])
     head = " ".join(words)
-    phrases = ([head + tail] if tail else []) + noun_phrases(head)
+    # A category's bare head noun says little and often misleads ("Political controversies" -> "a
+    # controversy", "Sports team owners" -> "an owner"): generalisations keep two words at least.
+    phrases = ([head + tail] if tail else []) + [p for p in noun_phrases(head) if len(p.split()) >= 2 or p == head]
     return [Clue("noun", with_article(p), _norm_key(p), "category") for p in phrases]
 
 

@@ -48,7 +48,7 @@ from hopforge.synth.graph_view import GraphView, _dataset
 from hopforge.synth.language import dump_language
 from hopforge.synth.leaks import walk_names
 from hopforge.synth.replay import Replayer
-from hopforge.synth.retrieval import measure
+from hopforge.synth.retrieval import measure, rank
 from hopforge.synth.walks import STRATEGIES, Walker, WalkResult, start_weights, walk_block
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def plan_chain(cfg: Config, ctx: _Context, c: Chain, veto: frozenset[str] = froz
             return True
         key = (answer, clue.text)
         if key not in ctx.giveaways:
-            ctx.giveaways[key] = ctx.search.ranks(clue.text, [answer])[0] == 1
+            ctx.giveaways[key] = rank(ctx.search, clue.text, answer) == 1
         return not ctx.giveaways[key]
 
     c.plan = ctx.certifier.plan(c.nodes, c.pages, c.names, answer_ok)

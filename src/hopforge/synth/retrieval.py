@@ -7,6 +7,10 @@ the index the agent searches), so a question is judged by what the agent will se
 ``best_clue_rank``  the best rank the answer page gets when any single clue of the question
                     (a sentence, or a clause of one) is the query alone.
 
+Each rank is the better of two readings of the same pages: the agent's (pages listed by their
+best passage) and a page-level engine's (BM25 over whole pages, title + text: how issue 15
+measured the old questions). A question must be hard for both.
+
 A question whose answer comes up in the top ``k`` for the whole question is
 ``one_shot_searchable``; one with a clue that ranks the answer first on its own has a
 ``giveaway_clue`` (issue 15: 46 % of the old template questions had one: the answer's
@@ -53,14 +57,22 @@ def _better(a: int | None, b: int | None) -> bool:
     return a is not None and (b is None or a < b)
 
 
+def rank(index: SearchIndex, query: str, page: int) -> int | None:
+    """The page's best rank for ``query``: as the agent's passage search lists it, or as a page-level
+    engine would rank whole pages, whichever is higher."""
+    a = index.ranks(query, [page])[0]
+    b = index.ranks(query, [page], whole_pages=True)[0]
+    return min((r for r in (a, b) if r is not None), default=None)
+
+
 def measure(question: str, answer_page: int | None, index: SearchIndex) -> Retrieval:
     """Ranks of the answer page (an index into ``index.titles``) for the question and for each clue."""
     if answer_page is None:
         return Retrieval(None, None, None, [])
-    one_shot = index.ranks(question, [answer_page])[0]
+    one_shot = rank(index, question, answer_page)
     best, best_clue, ranks = None, None, []
     for clue in clues_of(question):
-        r = index.ranks(clue, [answer_page])[0]
+        r = rank(index, clue, answer_page)
         ranks.append((clue, r))
         if _better(r, best):
             best, best_clue = r, clue
