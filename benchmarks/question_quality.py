@@ -98,11 +98,13 @@ def possible_leaks(question: str, names: list[str]) -> list[str]:
     return found
 
 
-def report(dump: Path, work: Path, n: int, seed: int, samples: int) -> str:
+def report(dump: Path, work: Path, n: int, seed: int, samples: int, overrides: dict[str, object] | None = None
+           ) -> str:
     out = work / dump.name.split(".")[0]
     cfg = load_config(None, {"run.out": str(out), "graph.dump": str(dump), "graph.workers": 2, "run.seed": seed,
-                             "synth.n_questions": n})
-    lines = [f"### {dump.name}: {n} template questions, seed {seed}", ""]
+                             "synth.n_questions": n, **(overrides or {})})
+    extra = "".join(f", {k} = {v}" for k, v in (overrides or {}).items())
+    lines = [f"### {dump.name}: {n} template questions, seed {seed}{extra}", ""]
     if resolve(cfg, "graph").complete() is None:
         g = run_ingest(cfg)
         lines.append(f"Graph: {g.nodes} nodes, {g.edges} edges (ingest {g.seconds:.1f} s).")
@@ -181,12 +183,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--work", type=Path, default=None, help="OUT parent directory (default: a temp dir)")
     ap.add_argument("--samples", type=int, default=0, help="random passed questions to print")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for a trade-off run, e.g. synth.min_clue_pages=3 (repeatable)")
     a = ap.parse_args(argv)
+    overrides = {k: _value(v) for k, v in (x.split("=", 1) for x in a.set)}
     work = a.work or Path(tempfile.mkdtemp(prefix="qq-"))
     head = [f"Command: `PYTHONPATH=src python benchmarks/question_quality.py {' '.join(sys.argv[1:])}`",
             f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
             f"date {date.today().isoformat()}", ""]
-    print("\n".join(head + [report(d.resolve(), work, a.n, a.seed, a.samples) for d in a.dump]))
+    print("\n".join(head + [report(d.resolve(), work, a.n, a.seed, a.samples, overrides) for d in a.dump]))
+
+
+def _value(text: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 if __name__ == "__main__":

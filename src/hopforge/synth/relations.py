@@ -177,7 +177,7 @@ _CLAUSE_BREAK = re.compile(r"[,;:()\[\]\"“”—–]|\s-\s")
 # Words that make the phrase before the anchor a plan, a wish or a negation, not a fact.
 _NOT_A_FACT = re.compile(r"\b(?:plan|plans|planned|planning|hope|hoped|hoping|attempt|attempted|attempting|tried|"
                          r"trying|sought|seeking|wanted|wanting|proposed|threatened|considered|refused|failed|never|"
-                         r"not|no|nor|would|could|might|may|rumou?red|alleged|allegedly|reportedly)\b")
+                         r"not|no|nor|would|could|might|may|rumou?red|alleged|allegedly|reportedly|invited|asked|urged)\b")
 _LEADING_YEAR = re.compile(r"^(?:in|on|by|during|after|before|since|from|around|circa|c\.)\s+(?:the\s+)?(?:[A-Za-z]+\s+)?"
                            r"(?:\d{1,2}\s+)?\d{4}s?,?\s+", re.I)
 _PERSON_PRONOUNS = frozenset("he she his her".split())
