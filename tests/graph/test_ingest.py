@@ -256,6 +256,10 @@ def test_truncated_bz2_fails_naming_where_then_allow_truncated_builds_from_the_i
     _graph_tables_clean(cfg.run.out)
     run = resolve(cfg, "graph")
     assert run.complete() is None and read_table(cfg.run.out, "nodes").num_rows == 0
+    # Re-running without allow_truncated fails the same way (nothing re-parsed, nothing built).
+    with pytest.raises(DumpError) as again:
+        run_ingest(cfg)
+    assert str(again.value) == msg and run.complete() is None
 
     # allow_truncated only decides whether to go on: same fingerprint, so the parsed batches are reused.
     allow = make_cfg(tmp_path / "out", cut, **{"graph.workers": 1, "graph.batch_pages": 16,
@@ -487,15 +491,36 @@ def test_rerun_after_tables_deleted_by_hand_rebuilds_them(tmp_path):
 SLOW_WIKITEXT = "Slow links to [[Alpha]]. " + "{{x|" * 10_000
 
 
+def _slow_dump(tmp_path):
+    pages = (page_xml(1, "Alpha", "Alpha links to [[Beta]].") + page_xml(2, "Slow", SLOW_WIKITEXT)
+             + page_xml(3, "Beta", "Beta links back to [[Alpha]]."))
+    return write_dump(tmp_path / "slow.xml", pages)
+
+
+def _assert_slow_page_rejected(out, stats):
+    assert stats.rejects == {"parser_timeout": 1} and stats.pages == 2
+    [rej] = read_table(out, "rejects").to_pylist()
+    assert (rej["reason"], rej["row_id"], rej["stage"]) == ("parser_timeout", "2", "ingest")
+    assert rej["detail"] == f"page 'Slow': wikitext parse exceeded 1s ({len(SLOW_WIKITEXT)} chars)"
+    assert sorted(read_table(out, "pages").column("title").to_pylist()) == ["Alpha", "Beta"]
+
+
+def test_page_time_limit_interrupts_the_tokenizer_on_the_main_thread(tmp_path):
+    """The CLI's path: the SIGALRM lands while mwparserfromhell's C tokenizer runs, and stops it."""
+    cfg = make_cfg(tmp_path / "out", _slow_dump(tmp_path), **{"graph.workers": 1, "graph.page_timeout_s": 1})
+    t0 = time.monotonic()
+    stats = run_ingest(cfg)
+    assert time.monotonic() - t0 < 8, "the page time limit did not stop the parse"
+    _assert_slow_page_rejected(cfg.run.out, stats)
+    assert stats.edges == 2
+
+
 def test_page_time_limit_holds_when_a_batch_runs_off_the_main_thread(tmp_path):
     """SIGALRM reaches only a main thread, so off it (Prefect's thread runner) ingest_batch parses in a
     spawned child process. A monkeypatch would not reach that child: the slow page is real wikitext."""
     import threading
 
-    pages = (page_xml(1, "Alpha", "Alpha links to [[Beta]].") + page_xml(2, "Slow", SLOW_WIKITEXT)
-             + page_xml(3, "Beta", "Beta links back to [[Alpha]]."))
-    cfg = make_cfg(tmp_path / "out", write_dump(tmp_path / "slow.xml", pages),
-                   **{"graph.workers": 1, "graph.page_timeout_s": 1})
+    cfg = make_cfg(tmp_path / "out", _slow_dump(tmp_path), **{"graph.workers": 1, "graph.page_timeout_s": 1})
     stage, run = get_stage("graph"), resolve(cfg, "graph")
     [batch] = stage.plan(run)
     result: dict = {}
@@ -516,9 +541,4 @@ def test_page_time_limit_holds_when_a_batch_runs_off_the_main_thread(tmp_path):
         raise result["error"]
     # Unlimited, the parse alone takes ~25 s; the limit (1 s) plus starting the child costs a few.
     assert elapsed < 8, f"the batch took {elapsed:.1f}s: the page time limit did not fire off the main thread"
-    stats = result["stats"]
-    assert stats.rejects == {"parser_timeout": 1} and stats.pages == 2
-    [rej] = read_table(cfg.run.out, "rejects").to_pylist()
-    assert (rej["reason"], rej["row_id"], rej["stage"]) == ("parser_timeout", "2", "ingest")
-    assert rej["detail"] == f"page 'Slow': wikitext parse exceeded 1s ({len(SLOW_WIKITEXT)} chars)"
-    assert sorted(read_table(cfg.run.out, "pages").column("title").to_pylist()) == ["Alpha", "Beta"]
+    _assert_slow_page_rejected(cfg.run.out, result["stats"])
