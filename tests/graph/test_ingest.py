@@ -299,6 +299,20 @@ def test_dump_cut_mid_page_fails_then_allow_truncated_keeps_the_pages_before(tmp
     assert read_table(cfg.run.out, "links").num_rows == 0
 
 
+def test_empty_line_counts_the_redirects_of_batches_parsed_by_an_earlier_run(tmp_path):
+    """A dump of redirects only, cut mid-page: the first run parses its batch and fails; the
+    --allow-truncated run skips that batch, and its "nothing to walk" line still counts its redirects."""
+    doc = write_dump(tmp_path / "d.xml", page_xml(1, "Alpha", "#REDIRECT [[Beta]]", redirect="Beta")
+                     + page_xml(2, "Gamma", "#REDIRECT [[Beta]]", redirect="Beta") + page_xml(3, "Beta", "b"))
+    raw = doc.read_bytes()
+    doc.write_bytes(raw[: raw.find(b"<text", raw.find(b"<title>Beta"))])
+    with pytest.raises(DumpError, match="last complete page: 'Gamma'"):
+        run_ingest(make_cfg(tmp_path / "out", doc, **{"graph.workers": 1}))
+    stats = run_ingest(make_cfg(tmp_path / "out", doc, **{"graph.workers": 1, "graph.allow_truncated": True}))
+    assert stats.batches_skipped == stats.batches == 1 and stats.nodes == 0
+    assert stats.empty == "the dump yielded 0 article pages (2 redirects): nothing to walk"
+
+
 def test_empty_dump_stops_with_one_dump_error(tmp_path):
     empty = tmp_path / "empty.xml.bz2"
     empty.write_bytes(b"")
