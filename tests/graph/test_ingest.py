@@ -123,27 +123,37 @@ def test_tiny70_all_64_redirects_resolved(tiny70):
     assert _one(out, "SELECT red_links FROM pages WHERE title = 'Anarchism'")["red_links"] > 0
 
 
-def test_tiny70_multistream_gives_the_same_tables(tiny70, tmp_path):
-    """Split enwiki-tiny-70 into a real multistream dump + index; batches come from the index."""
+def _tiny70_multistream(tmp_path):
+    """enwiki-tiny-70 as a real multistream dump (streams of 10 pages) + its index.
+
+    Returns (dump, the byte offset of each page stream, the page titles in dump order)."""
+    from hopforge.graph.dump import page_head
+
     raw = bz2.decompress(wiki_file("enwiki-tiny-70.xml.bz2").read_bytes())
     first = raw.find(b"<page>")
     header, body = raw[:first], raw[first:]
     pages = [p + b"</page>\n" for p in body.split(b"</page>")[:-1]]
     tail = body.split(b"</page>")[-1]
-    from hopforge.graph.dump import page_head
-
     dump = tmp_path / "tiny-multistream.xml.bz2"
-    index_lines = []
+    index_lines, offsets, titles = [], [], []
     with open(dump, "wb") as f:
         f.write(bz2.compress(header))
         for i in range(0, len(pages), 10):
             off = f.tell()
+            offsets.append(off)
             for p in pages[i: i + 10]:
                 h = page_head(p)
                 index_lines.append(f"{off}:{h.page_id}:{h.title}")
+                titles.append(h.title)
             f.write(bz2.compress(b"".join(pages[i: i + 10])))
         f.write(bz2.compress(tail))
     (tmp_path / "tiny-multistream-index.txt.bz2").write_bytes(bz2.compress("\n".join(index_lines).encode()))
+    return dump, offsets, titles
+
+
+def test_tiny70_multistream_gives_the_same_tables(tiny70, tmp_path):
+    """Split enwiki-tiny-70 into a real multistream dump + index; batches come from the index."""
+    dump, _offsets, _titles = _tiny70_multistream(tmp_path)
     cfg = make_cfg(tmp_path / "out", dump, **{"graph.workers": 2, "graph.batch_pages": 20})
     batches = plan_ingest(cfg)
     assert [b.kind for b in batches] == ["multistream"] * 4 and [b.pages for b in batches] == [20, 20, 20, 10]
@@ -153,6 +163,28 @@ def test_tiny70_multistream_gives_the_same_tables(tiny70, tmp_path):
         assert got == sorted(read_table(tiny70.run.out, table).column(key).to_pylist())
     q = "SELECT src_id, position, target FROM links_raw ORDER BY 1, 2"
     assert query_arrow(cfg.run.out, q).to_pylist() == query_arrow(tiny70.run.out, q).to_pylist()
+
+
+def test_truncated_multistream_names_the_last_complete_page_even_a_redirect(tmp_path):
+    """Cut inside the 6th stream (pages 50-59): batch 2 (the 5th and 6th streams) reads pages 40-49
+    whole, the last of them a redirect, then breaks; batch 3 starts past the end of the file."""
+    dump, offsets, titles = _tiny70_multistream(tmp_path)
+    cut = (offsets[5] + offsets[6]) // 2
+    dump.write_bytes(dump.read_bytes()[:cut])
+    cfg = make_cfg(tmp_path / "out", dump, **{"graph.workers": 1, "graph.batch_pages": 20})
+    with pytest.raises(DumpError) as err:
+        run_ingest(cfg)
+    assert (f"tiny-multistream.xml.bz2: bz2 stream ends early at compressed byte {cut}; "
+            f"last complete page: {titles[49]!r}") in str(err.value)
+    got = read_table(cfg.run.out, "pages").column("title").to_pylist() + read_table(
+        cfg.run.out, "redirects_raw").column("title").to_pylist()
+    assert sorted(got) == sorted(titles[:50])
+    assert titles[49] in read_table(cfg.run.out, "redirects_raw").column("title").to_pylist()
+    # One break per batch the cut reaches (each lost its pages after it).
+    rej = read_table(cfg.run.out, "rejects").to_pylist()
+    assert [(r["step"], r["reason"]) for r in rej] == [("read_dump", "truncated_dump")] * 2
+    assert all(f"compressed byte {cut}" in r["detail"] for r in rej)
+    _graph_tables_clean(cfg.run.out)
 
 
 # ----------------------------------------------------------------------------- ltgwiki

@@ -377,6 +377,9 @@ def parse_batch(graph: dict[str, Any], batch: IngestBatch) -> ParsedBatch:
             rejects.append(_reject(item.reason, "", item.detail + where, step="read_dump"))
             continue
         seen += 1
+        # Every page read whole counts for "last complete page", whatever becomes of it (redirect,
+        # other namespace, reject), as in the sequential planner.
+        last_title = page_head(item).title or last_title
         try:
             el = ET.fromstring(item)
         except ET.ParseError as e:
@@ -443,7 +446,6 @@ def parse_batch(graph: dict[str, Any], batch: IngestBatch) -> ParsedBatch:
             "wikitext_bytes": len(text.encode("utf-8")), "red_links": red_links, "source": batch.source,
         }
         links[page_id] = (title, parsed.links)
-        last_title = title
     if blocks.error is not None:  # multistream byte range that does not decompress
         where = f"; last complete page: {last_title!r}" if last_title else "; no complete page before it"
         rejects.append(_reject(blocks.error.reason, "", blocks.error.detail + where, step="read_dump"))
