@@ -122,8 +122,9 @@ class StageStats:
 
     @property
     def skipped(self) -> bool:
-        """Nothing was done: every batch was already complete, or there was nothing to do."""
-        return self.batches == self.batches_skipped or self.empty is not None
+        """No batch ran in this invocation: every batch was already complete, or there was none
+        (nothing to do). A stage that ran its batches and then found its output empty did not skip."""
+        return self.batches == self.batches_skipped
 
     def merge(self, other: StageStats) -> StageStats:
         for f in fields(self):
