@@ -34,7 +34,8 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +78,10 @@ TABLE_STAGE: dict[str, str] = {
 }
 
 STAGES_DIR = "_stages"
+
+# The shards the running batch committed (set by execute_batch; asyncio.to_thread copies the context,
+# so a flush written from a worker thread is recorded too).
+_COMMITTED: ContextVar[list[ShardInfo] | None] = ContextVar("hopforge_committed", default=None)
 
 
 # The command that runs each stage on its own (for error messages).
@@ -283,6 +288,9 @@ class StageRun:
     inputs: Mapping[str, str]  # every upstream stage, transitively -> its fingerprint
     cfg: Config
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # Batch ids with shards in the manifests when the stage run started (read once by `prepare`):
+    # a batch that died between its commit and its marker is found here without a manifest scan per batch.
+    committed_batches: frozenset[str] | None = field(default=None, compare=False)
 
     @property
     def out(self) -> Path:
@@ -320,7 +328,11 @@ class StageRun:
         if not data:
             return []
         bid = batch.id if isinstance(batch, Batch) else batch
-        return write_group(self.out, data, run_id=self.fingerprint, batch=bid, config_hash=self.fingerprint)
+        infos = write_group(self.out, data, run_id=self.fingerprint, batch=bid, config_hash=self.fingerprint)
+        log_ = _COMMITTED.get()
+        if log_ is not None:
+            log_.extend(infos)
+        return infos
 
     def writer(self, table: str, *, batch: str | None = None, rows_per_shard: int = 100_000) -> ShardWriter:
         return ShardWriter(self.out, table, run_id=self.fingerprint, config_hash=self.fingerprint,
@@ -342,12 +354,18 @@ class StageRun:
     def committed(self, batch: Batch, tables: Iterable[str]) -> bool:
         """True when a shard of ``batch`` is recorded in any of ``tables`` (a batch that died
         between its commit and its marker)."""
+        if self.committed_batches is not None:
+            return batch.id in self.committed_batches
         return any(e.run == self.fingerprint and e.batch == batch.id and (self.out / t / e.path).exists()
                    for t in tables for e in read_manifest(self.out, t))
 
-    def mark_done(self, batch: Batch, stats: StageStats) -> None:
-        shards = [f"{e.table}/{e.path}" for t in get_stage(self.stage).writes
-                  for e in read_manifest(self.out, t) if e.run == self.fingerprint and e.batch == batch.id]
+    def mark_done(self, batch: Batch, stats: StageStats, infos: Iterable[ShardInfo] | None = None) -> None:
+        """Write the batch's completion marker naming its shards (``infos``: what this process
+        committed for it; None: looked up in the manifests)."""
+        if infos is None:
+            infos = [e for t in get_stage(self.stage).writes for e in read_manifest(self.out, t)
+                     if e.run == self.fingerprint and e.batch == batch.id]
+        shards = sorted({f"{e.table}/{e.path}" for e in infos})
         _atomic_write(self._marker(batch), {"batch": batch.id, "index": batch.index, "shards": shards,
                                             "stats": stats.to_dict(), "at": _now()})
 
@@ -475,10 +493,16 @@ def execute_batch(stage: Stage, run: StageRun, batch: Batch) -> StageStats:
             run.mark_done(batch, stage.stats_type(batches=1, batches_skipped=1))
         return stage.stats_type(batches=1, batches_skipped=1)
     t0 = time.process_time()
-    stats = stage.run_batch(run, batch)
+    committed: list[ShardInfo] = []
+    token = _COMMITTED.set(committed)
+    try:
+        stats = stage.run_batch(run, batch)
+    finally:
+        _COMMITTED.reset(token)
     stats.batches = 1
     stats.cpu_seconds = stats.cpu_seconds or (time.process_time() - t0)
-    run.mark_done(batch, stats)
+    # A resumed partial batch committed shards before this run too: look those up in the manifests.
+    run.mark_done(batch, stats, None if stage.partial_batches else committed)
     return stats
 
 
@@ -518,10 +542,11 @@ def owner_name(what: str) -> str:
     return f"{what} (pid {os.getpid()} on {socket.gethostname()})"
 
 
-def prepare(run: StageRun) -> tuple[str | None, StageStats | None]:
+def prepare(run: StageRun) -> tuple[StageRun, str | None, StageStats | None]:
     """Before planning, under the lease: recover interrupted commits, check the inputs.
 
-    Returns (why the stage skips, stats to return) or (None, None) when it should run."""
+    Returns the run (with the batches already committed read from the manifests, once), and
+    (why the stage skips, stats to return), or (None, None) when it should run."""
     stage = get_stage(run.stage)
     recover(run.out)
     reason = upstream_state(run)
@@ -532,7 +557,7 @@ def prepare(run: StageRun) -> tuple[str | None, StageStats | None]:
         stats = stage.stats_type(empty=reason)
         if run.complete() is None:
             run.mark_complete(stats, 0)
-        return reason, stats
+        return run, reason, stats
     comp = run.complete()
     if comp is not None and not stage.output_present(run):
         run.reset()
@@ -542,9 +567,11 @@ def prepare(run: StageRun) -> tuple[str | None, StageStats | None]:
         (run.dir / "complete.json").unlink(missing_ok=True)
         comp = None
     if comp is not None:  # nothing to do: the counts are this invocation's (zero)
-        return None, stage.stats_type(batches=comp["batches"], batches_skipped=comp["batches"],
-                                      empty=comp.get("empty"))
-    return None, None
+        return run, None, stage.stats_type(batches=comp["batches"], batches_skipped=comp["batches"],
+                                           empty=comp.get("empty"))
+    committed = frozenset(e.batch for t in stage.writes for e in read_manifest(run.out, t)
+                          if e.run == run.fingerprint and e.batch and (run.out / t / e.path).exists())
+    return replace(run, committed_batches=committed), None, None
 
 
 def conclude(run: StageRun, stage: Stage, results: Iterable[StageStats], n_batches: int, t0: float,
@@ -573,7 +600,7 @@ def run_stage(name: str, cfg: Config, *, executor: LocalExecutor | None = None, 
     run = resolve(cfg, name)
     t0 = time.monotonic()
     with Lease(run.out, name, owner=owner_name(owner)).acquire(wait=wait):
-        _skip, done = prepare(run)
+        run, _skip, done = prepare(run)
         if done is not None:
             return done
         try:

@@ -429,12 +429,12 @@ def test_resume_after_a_crash_between_commit_and_marker_recognises_the_commit(tm
     real = StageRun.mark_done
     calls = 0
 
-    def crash_before_fourth_marker(self, batch, stats):
+    def crash_before_fourth_marker(self, batch, stats, infos=None):
         nonlocal calls
         calls += 1
         if calls == 4:
             raise KeyboardInterrupt("simulated kill between commit and marker")
-        return real(self, batch, stats)
+        return real(self, batch, stats, infos)
 
     monkeypatch.setattr(StageRun, "mark_done", crash_before_fourth_marker)
     with pytest.raises(KeyboardInterrupt):

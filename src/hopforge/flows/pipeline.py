@@ -58,7 +58,7 @@ def stage_flow(name: str, cfg: Config, wait_for_lease: bool | float = False) -> 
     t0 = time.monotonic()
     report = StageReport(name, fingerprint=run.fingerprint)
     with Lease(run.out, name, owner=owner_name("hopforge flow")).acquire(wait=wait_for_lease):
-        skip, done = prepare(run)
+        run, skip, done = prepare(run)
         if done is not None:
             report.stats, report.empty = done.to_dict(), skip or done.empty
             report.skipped = done.batches if skip is None else 0
