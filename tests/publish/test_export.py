@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tests.publish.export_rows import HARMFUL, KEPT, QUESTIONS, SYSTEM
 from hopforge.cli import app
 from hopforge.errors import StorageError
-from hopforge.storage import export as export_mod
+from hopforge.publish import export as export_mod
 from hopforge.publish.conversation import SUMMARY_HEADER, TOOL_SCHEMAS, shorten_reasoning
 from hopforge.publish.export import MANIFEST_NAME, export_dataset, push_to_hub, split_of
 
