@@ -112,8 +112,13 @@ class ManagedServer:
         self.wait_healthy()
 
     def wait_healthy(self) -> None:
+        proc = self.proc
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
+            if self.proc is not proc:
+                # stop() ran meanwhile (e.g. the teacher closed while the watchdog restarted the server):
+                # waiting on would block the closing caller until the startup timeout.
+                raise TeacherError(f"teacher server was stopped during startup: {' '.join(self.cmd)}")
             if self.proc is not None and self.proc.poll() is not None:
                 raise TeacherError(f"teacher server exited with code {self.proc.returncode} during startup: "
                                    f"{' '.join(self.cmd)}" + (f" (log: {self.log_path})" if self.log_path else ""))
