@@ -59,6 +59,9 @@ def test_publish_exports_its_chain_and_a_rerun_is_skipped(two_chains) -> None:
     assert Path(stats.card) == dest / "README.md" and (dest / "README.md").is_file()
     assert manifest_of(dest)["source"]["runs"] == chain_runs(a)  # the other chain is not read
     assert (dest / ".fingerprint").read_text().strip() == resolve(a, "publish").fingerprint
+    # The card counts this chain too: 3 trajectories and 2 kept, though OUT holds 6 trajectories.
+    card = (dest / "README.md").read_text()
+    assert "| trajectories | 3 |" in card and "| kept | 2 |" in card and "| exported rows | 2 |" in card
     written = (dest / MANIFEST_NAME).stat().st_mtime_ns
     again = run_publish(a)
     assert again.batches == again.batches_skipped == 1 and again.trajectories == 0 and again.samples == {}
