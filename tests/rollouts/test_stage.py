@@ -226,3 +226,12 @@ def test_kill_9_mid_batch_resumes_only_that_batch_and_writes_every_trajectory_on
     assert max(per.values()) == 1  # group commits: no turn written twice, none without its trajectory
     assert set(read_table(out, "turns", columns=["trajectory_id"]).column(0).to_pylist()) == set(ids)
     assert query_arrow(out, "SELECT count(*) AS n FROM trajectories WHERE status = 'answered'")["n"].to_pylist() == [n]
+
+
+def test_progress_sees_the_live_counters_of_each_batch(wiki: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    stats = run_rollouts(rollout_cfg(wiki, **{"rollout.batch_questions": 2}),
+                         progress=lambda live: seen.append((live.trajectories, live.turns)))
+    # One LiveStats per batch, reported at least once at its end: 2 then 1 trajectories.
+    assert stats.batches == 2 and (2, 7 + 5) in seen and (1, 3) in seen
+    assert max(t for t, _ in seen) == 2
