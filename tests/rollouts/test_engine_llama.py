@@ -51,8 +51,9 @@ def test_gemma_on_llama_cpp_plays_the_text_protocol_on_enwiki_233(enwiki233_grap
                       selection=sel)
     assert qid.num_rows == 1, "the synth stage made no passing question on enwiki-233"
     # One batch of one question (a few turns of a slow CPU model), as one Prefect task would run it.
-    stage, run = RolloutStage(), resolve(cfg, "rollouts")
-    assert prepare(run) == (None, None)
+    stage = RolloutStage()
+    run, skip, done = prepare(resolve(cfg, "rollouts"))
+    assert skip is None and done is None
     stats = execute_batch(stage, run, stage.plan(run)[0])
     assert stats.trajectories == 1 and stats.rows == {"trajectories": 1}
     assert not _healthy(f"http://127.0.0.1:{port}/v1/models")  # the server was stopped
