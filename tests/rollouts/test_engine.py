@@ -44,7 +44,7 @@ def test_oracle_trajectories_are_correct_and_fully_recorded(wiki: Path, protocol
     assert {r["run"] for r in traj.values()} == {resolve(cfg, "rollouts").fingerprint}
     assert traj["q-river"]["final_answer"] == "Sella" and traj["q-founder"]["final_answer"] == "Hanne Lind"
     assert traj["q-river"]["num_turns"] == 7 and traj["q-river"]["num_tool_calls"] == 7
-    assert traj["q-river"]["trajectory_id"] == content_id("q-river", 0, "scripted", 0)
+    assert traj["q-river"]["trajectory_id"] == content_id("q-river", 0, "scripted", 0, resolve(cfg, "rollouts").fingerprint)
     turns = rows(wiki, "SELECT * FROM turns WHERE question_id = 'q-river' ORDER BY turn_index")
     assert [t["role"] for t in turns[:4]] == ["system", "user", "assistant", "tool"]
     assert [t["tool_name"] for t in turns if t["role"] == "assistant"] == [
@@ -238,6 +238,9 @@ def test_managed_server_dying_mid_run_is_restarted_and_no_trajectory_fails(wiki:
     assert stats.status == {"answered": 24} and stats.turns == 24 * 7
 
 
-def test_trajectory_id_is_the_content_hash_of_question_attempt_model_and_seed() -> None:
+def test_trajectory_id_is_the_content_hash_of_question_attempt_model_seed_and_rollout_run() -> None:
     assert trajectory_id("q-river", 1, "m", 7) == content_id("q-river", 1, "m", 7)
+    assert trajectory_id("q-river", 1, "m", 7, "rollouts-abc") == content_id("q-river", 1, "m", 7, "rollouts-abc")
     assert len({trajectory_id("q", a, "m", 0) for a in range(3)}) == 3
+    # Two rollout runs (e.g. two temperatures) never share a trajectory id.
+    assert trajectory_id("q", 0, "m", 0, "rollouts-a") != trajectory_id("q", 0, "m", 0, "rollouts-b")

@@ -149,7 +149,8 @@ def test_attempts_are_planned_in_batches_with_stable_ids_and_distinct_trajectori
     assert len(ids) == len(set(ids)) == 6
     for b in batches:  # every batch's shards carry its id: what a resumed batch reads back
         mine = read_table(wiki, "trajectories", run=run.fingerprint, batch=b.id, columns=["trajectory_id"])
-        assert sorted(mine.column(0).to_pylist()) == sorted(trajectory_id(q, a, "scripted", 0) for q, a in b.payload)
+        assert sorted(mine.column(0).to_pylist()) == sorted(trajectory_id(q, a, "scripted", 0, run.fingerprint)
+                                                           for q, a in b.payload)
 
 
 def test_no_question_to_roll_out_completes_empty_and_the_filter_stage_skips_with_the_reason(tmp_path: Path) -> None:

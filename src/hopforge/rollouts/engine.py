@@ -65,8 +65,11 @@ class LiveStats:
         return d
 
 
-def trajectory_id(question_id: str, attempt: int, model: str, seed: int) -> str:
-    return content_id(question_id, attempt, model, seed)
+def trajectory_id(question_id: str, attempt: int, model: str, seed: int, run: str = "") -> str:
+    """Content id of one attempt at a question. ``run`` (the rollout stage's fingerprint) makes the
+    trajectories of two rollout runs (say, two temperatures) distinct rows everywhere, not only
+    within their partitions."""
+    return content_id(question_id, attempt, model, seed, *([run] if run else []))
 
 
 class TrajectorySink:
@@ -113,8 +116,10 @@ class RolloutEngine:
     """Runs trajectories against one teacher and one environment."""
 
     def __init__(self, cfg: Config, teacher: Teacher, env: Environment, sink: TrajectorySink | None,
-                 stats: LiveStats | None = None, protocol: ChatProtocol | TextProtocol | None = None) -> None:
+                 stats: LiveStats | None = None, protocol: ChatProtocol | TextProtocol | None = None,
+                 id_run: str = "") -> None:
         self.cfg = cfg
+        self.id_run = id_run
         self.teacher = teacher
         self.env = env
         self.sink = sink
@@ -146,7 +151,7 @@ class RolloutEngine:
 
     async def roll_out(self, question_id: str, question: str, attempt: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         cfg = self.cfg
-        tid = trajectory_id(question_id, attempt, self.teacher.model, cfg.run.seed)
+        tid = trajectory_id(question_id, attempt, self.teacher.model, cfg.run.seed, self.id_run)
         proto = self.protocol
         conv, opening = proto.start(question)
         rows: list[dict[str, Any]] = [
@@ -275,10 +280,10 @@ class RolloutEngine:
 
 async def run_engine(cfg: Config, teacher: Teacher, env: Environment, sink: TrajectorySink | None,
                      items: list[tuple[str, str, int]], stats: LiveStats | None = None,
-                     progress: Callable[[LiveStats], None] | None = None) -> LiveStats:
+                     progress: Callable[[LiveStats], None] | None = None, id_run: str = "") -> LiveStats:
     """Roll out ``items`` (question_id, question, attempt) with a live progress callback (4 Hz)."""
     stats = stats or LiveStats()
-    engine = RolloutEngine(cfg, teacher, env, sink, stats)
+    engine = RolloutEngine(cfg, teacher, env, sink, stats, id_run=id_run)
     ticker = asyncio.create_task(_tick(progress, stats)) if progress else None
     try:
         await engine.run(items)

@@ -85,7 +85,7 @@ class RolloutStage(Stage):
         done = set(run.read("trajectories", columns=["trajectory_id"], batch=batch.id)
                    .column("trajectory_id").to_pylist())
         todo = [(qid, a) for qid, a in batch.payload
-                if trajectory_id(qid, a, cfg.teacher.model, cfg.run.seed) not in done]
+                if trajectory_id(qid, a, cfg.teacher.model, cfg.run.seed, run.fingerprint) not in done]
         stats = RolloutStats(resumed=len(done))
         if todo:
             q = run.read("questions", columns=["question_id", "question"])
@@ -108,7 +108,8 @@ class RolloutStage(Stage):
         sink = TrajectorySink(lambda tables: run.commit(tables, batch), flush_every=cfg.rollout.flush_every,
                               flush_seconds=cfg.rollout.flush_seconds)
         async with make_teacher(cfg, policy=self.policy) as teacher:
-            return await run_engine(cfg, teacher, env, sink, items, progress=self.progress)
+            return await run_engine(cfg, teacher, env, sink, items, progress=self.progress,
+                                    id_run=run.fingerprint)
 
     def finish(self, run: StageRun, stats: StageStats) -> StageStats:
         n = run.read("trajectories", columns=[]).num_rows
