@@ -209,14 +209,16 @@ class Stage:
     partial_batches: ClassVar[bool] = False
 
     def settings(self, cfg: Config) -> dict[str, Any]:
-        """What shapes this stage's output: its section minus execution keys (plus, in
-        subclasses, what else it depends on: the seed, the teacher's identity)."""
-        if not self.section:
-            return {}
-        section = getattr(cfg, self.section)
-        return section.model_dump(mode="json", exclude=set(self.execution_keys))
+        """What shapes this stage's output: its section minus execution keys, and the teacher's
+        identity when the stage calls the teacher (subclasses add the seed where it matters)."""
+        s = getattr(cfg, self.section).model_dump(mode="json", exclude=set(self.execution_keys)) \
+            if self.section else {}
+        if self.talks_to_teacher(cfg):
+            s["teacher"] = teacher_identity(cfg)
+        return s
 
     def talks_to_teacher(self, cfg: Config) -> bool:
+        """Whether this stage calls the teacher under ``cfg`` (then its identity is in the fingerprint)."""
         return False
 
     def workers(self, cfg: Config) -> int:

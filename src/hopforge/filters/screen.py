@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -26,7 +26,7 @@ from hopforge.filters.decontaminate import contaminated_questions, load_benchmar
 from hopforge.filters.dedup import near_duplicate_questions
 from hopforge.filters.difficulty import Solver, calibrate, no_tool_solver
 from hopforge.llm.client import TextClient, open_teacher
-from hopforge.stage import Batch, Stage, StageRun, StageStats, teacher_identity
+from hopforge.stage import Batch, Stage, StageRun, StageStats
 
 SCREEN = Batch("screen", 0)
 QUESTION_COLUMNS = ["question_id", "question", "answer", "answer_aliases", "passed"]
@@ -55,8 +55,6 @@ class ScreenStage(Stage):
         if cfg.screen.decontaminate is not None:
             p = Path(cfg.screen.decontaminate)
             s["decontaminate"] = {"name": p.name, "size": p.stat().st_size if p.exists() else None}
-        if cfg.screen.difficulty_k > 0:
-            s["teacher"] = teacher_identity(cfg)
         return s
 
     def talks_to_teacher(self, cfg: Config) -> bool:

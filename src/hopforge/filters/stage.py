@@ -25,7 +25,7 @@ from hopforge.filters.effort import EffortFilter
 from hopforge.filters.format import FormatFilter
 from hopforge.filters.steps import Filter, FilterPipeline, reject_row
 from hopforge.llm.client import TextClient, open_teacher
-from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage
 from hopforge.storage.episodes import Episode, iter_episodes, load_questions
 
 FILTERS = Batch("filters", 0)
@@ -50,12 +50,6 @@ class FilterStage(Stage):
 
     def __init__(self, judge: TextClient | None = None) -> None:
         self.judge = judge  # injected by tests; else the configured teacher when filters.llm_judge
-
-    def settings(self, cfg: Config) -> dict[str, Any]:
-        s = super().settings(cfg)
-        if cfg.filters.llm_judge:
-            s["teacher"] = teacher_identity(cfg)
-        return s
 
     def talks_to_teacher(self, cfg: Config) -> bool:
         return cfg.filters.llm_judge

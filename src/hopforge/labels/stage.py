@@ -20,7 +20,7 @@ from hopforge.config import Config
 from hopforge.labels.judge import TurnJudge
 from hopforge.labels.rules import apply_rules_policy, rule_labels
 from hopforge.llm.client import TextClient, open_teacher
-from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import read_manifest
 from hopforge.storage.episodes import iter_episodes, load_questions
 
@@ -56,12 +56,6 @@ class LabelStage(Stage):
 
     def __init__(self, judge: TextClient | None = None) -> None:
         self.judge = judge  # injected by tests; else the configured teacher when labels.judge
-
-    def settings(self, cfg: Config) -> dict[str, Any]:
-        s = super().settings(cfg)
-        if cfg.labels.judge:
-            s["teacher"] = teacher_identity(cfg)
-        return s
 
     def talks_to_teacher(self, cfg: Config) -> bool:
         return cfg.labels.judge

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from hopforge.storage.tools import TOOL_NAMES, validate_args
+from hopforge.storage.tools import validate_args
 from hopforge.storage.tools import TOOL_SCHEMAS as TOOLS
 
 TOOLS_JSON = orjson.dumps(TOOLS)

@@ -22,7 +22,7 @@ from hopforge.config import Config
 from hopforge.llm.client import make_teacher
 from hopforge.rollouts.engine import LiveStats, TrajectorySink, run_engine, trajectory_id
 from hopforge.rollouts.environment import Environment
-from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import content_id
 
 
@@ -57,7 +57,7 @@ class RolloutStage(Stage):
         self.progress = progress  # live counters of the batch in progress (hopforge generate)
 
     def settings(self, cfg: Config) -> dict[str, Any]:
-        return {**super().settings(cfg), "teacher": teacher_identity(cfg), "seed": cfg.run.seed}
+        return {**super().settings(cfg), "seed": cfg.run.seed}
 
     def talks_to_teacher(self, cfg: Config) -> bool:
         return True

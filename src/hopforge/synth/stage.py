@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import pyarrow.compute as pc
 
 from hopforge.config import Config
-from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import content_id
 from hopforge.synth.questions import compose_batch, context, plan_questions
 
@@ -39,10 +39,7 @@ class QuestionStage(Stage):
     stats_type = QuestionStats
 
     def settings(self, cfg: Config) -> dict[str, Any]:
-        s = {**super().settings(cfg), "seed": cfg.run.seed}
-        if cfg.synth.composer == "llm":
-            s["teacher"] = teacher_identity(cfg)
-        return s
+        return {**super().settings(cfg), "seed": cfg.run.seed}
 
     def talks_to_teacher(self, cfg: Config) -> bool:
         return cfg.synth.composer == "llm"
