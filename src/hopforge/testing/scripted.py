@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="scripted")
     p.add_argument("--tool-format", choices=TOOL_FORMATS, default="native",
                    help="native tool_calls, or calls written into the message text")
+    p.add_argument("--stats-file", help="on SIGTERM/SIGINT, write the server's stats() here as JSON, then exit")
     a = p.parse_args(argv)
     if a.policy == "oracle":
         if not a.out:
@@ -517,9 +518,18 @@ def main(argv: list[str] | None = None) -> None:
                             model=a.model, tool_format=a.tool_format)
 
     async def serve() -> None:
+        import signal
+
         await server.start_async()
         print(f"scripted server listening on {server.url}", flush=True)
-        await asyncio.Event().wait()
+        done = asyncio.Event()
+        if a.stats_file:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, done.set)
+        await done.wait()
+        with open(a.stats_file, "wb") as f:
+            f.write(orjson.dumps(server.stats()))
+        await server.stop_async()
 
     try:
         asyncio.run(serve())
