@@ -24,7 +24,9 @@ trajectory's previous request (trajectories are told apart by the request's ``us
 field, else by their question): the part outside that prefix is what a server with prefix
 caching must prefill again. The turn a policy sees is the number of distinct ``seed`` values
 the trajectory has sent before (the engine sends one per turn, a retry repeats it), so it
-keeps counting when the client folds old turns out of the history.
+keeps counting when the client folds old turns out of the history, or the number of
+assistant messages in the history if that is larger (a trajectory that moved here from
+another server).
 
 Faults (:class:`FaultPlan`): ``http_500``, ``timeout`` (the reply is held back
 for ``hang_s``), ``truncated_json`` (a 200 whose body is cut in half),
@@ -322,7 +324,9 @@ class ScriptedServer:
         seed = body.get("seed")
         if isinstance(seed, int) and not isinstance(seed, bool):
             seen = self._seeds.setdefault(key, {})
-            return seen.setdefault(seed, len(seen))
+            # Distinct seeds count turns folded out of the history; the history's own count covers a
+            # trajectory that moved here from another server mid-way.
+            return max(turn, seen.setdefault(seed, len(seen)))
         return turn
 
     async def _health(self, request: web.Request) -> web.Response:
