@@ -96,6 +96,19 @@ class TeacherService:
     def client(self) -> SharedTeacher:
         return SharedTeacher(self)
 
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a whole coroutine (a rollout batch) on the service loop and wait for it: its requests
+        then reach the teacher without a thread hop each (~0.15 ms CPU per request saved). For
+        coroutines that only await I/O or hand blocking work to threads: they share the loop with
+        every other batch of the run."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("TeacherService.run called from its own loop thread (it would wait on itself)")
+        if self.closed:
+            coro.close()
+            raise TeacherError("the stage run's teacher was closed; it is started again by the next run")
+        return self._submit(coro).result()
+
     def close(self) -> None:
         """Stop the teacher (and its managed server) and the loop thread. Idempotent."""
         if self.closed:
@@ -151,6 +164,10 @@ class SharedTeacher:
 
     def forget(self, affinity: str) -> None:
         self.service.teacher.forget(affinity)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """See :meth:`TeacherService.run`."""
+        return self.service.run(coro)
 
     async def __aenter__(self) -> SharedTeacher:
         return self

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hopforge.config import Config
-from hopforge.llm.service import release_teachers, shared_teacher
+from hopforge.llm.service import SharedTeacher, release_teachers, shared_teacher
 from hopforge.rollouts.engine import LiveStats, TrajectorySink, run_engine, trajectory_id
 from hopforge.rollouts.environment import Environment
 from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage, teacher_identity
@@ -94,7 +94,12 @@ class RolloutStage(Stage):
             wanted = pa.array(sorted({qid for qid, _ in todo}), pa.string())
             q = q.filter(pc.is_in(q.column("question_id"), value_set=wanted))
             text = dict(zip(q.column("question_id").to_pylist(), q.column("question").to_pylist(), strict=True))
-            live = asyncio.run(self._roll_out(run, batch, [(qid, text[qid], a) for qid, a in todo]))
+            # One teacher for the whole stage run (every batch, every thread): started by the first
+            # batch that gets here, stopped by close_run after the last one. The batch runs on the
+            # teacher's own event loop, so its requests need no hop between threads.
+            run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+            teacher = shared_teacher(cfg, scope=run.fingerprint, policy=self.policy)
+            live = teacher.run(self._roll_out(run, batch, teacher, [(qid, text[qid], a) for qid, a in todo]))
             stats.trajectories, stats.turns, stats.tokens = live.trajectories, live.turns, live.tokens
             stats.errors, stats.retries, stats.context_events = live.errors, live.retries, live.context_events
             stats.status = dict(live.status)
@@ -103,16 +108,13 @@ class RolloutStage(Stage):
         stats.cpu_seconds = time.process_time() - t0
         return stats
 
-    async def _roll_out(self, run: StageRun, batch: Batch, items: list[tuple[str, str, int]]) -> LiveStats:
+    async def _roll_out(self, run: StageRun, batch: Batch, teacher: SharedTeacher,
+                        items: list[tuple[str, str, int]]) -> LiveStats:
         cfg = run.cfg
         env = await asyncio.to_thread(Environment.from_tables, run.out, run.partition("graph"),
                                       page_chars=cfg.rollout.page_chars)
         sink = TrajectorySink(lambda tables: run.commit(tables, batch), flush_every=cfg.rollout.flush_every,
                               flush_seconds=cfg.rollout.flush_seconds)
-        # One teacher for the whole stage run (every batch, every thread): started by the first
-        # batch that gets here, stopped by close_run after the last one.
-        run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
-        teacher = await asyncio.to_thread(shared_teacher, cfg, scope=run.fingerprint, policy=self.policy)
         return await run_engine(cfg, teacher, env, sink, items, progress=self.progress, id_run=run.fingerprint)
 
     def finish(self, run: StageRun, stats: StageStats) -> StageStats:

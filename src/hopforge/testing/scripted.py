@@ -500,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--policy", choices=["oracle", "loop"], default="oracle")
     p.add_argument("--out", help="data directory whose questions table the oracle follows")
     p.add_argument("--loop-turns", type=int, default=20)
+    p.add_argument("--loop-titles", default="", help="comma-separated titles the loop policy visits")
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error("--policy oracle needs --out (the data directory with a questions table)")
         policy: Policy = load_oracle(a.out)
     else:
-        policy = LoopPolicy(a.loop_turns)
+        policy = LoopPolicy(a.loop_turns, titles=[t for t in a.loop_titles.split(",") if t] or None)
     faults = FaultPlan(rate=a.fault_rate, kinds=tuple(k for k in a.fault_kinds.split(",") if k), seed=a.seed,
                        hang_s=a.hang_s)
     server = ScriptedServer(policy, host=a.host, port=a.port, latency_s=a.latency_ms / 1000, faults=faults,
