@@ -34,8 +34,10 @@ def cluster_for(cfg: Config) -> Iterator[str | None]:
 
     For ``dask`` without ``flows.dask_address`` this starts one LocalCluster of
     ``flows.dask_workers`` worker processes on 127.0.0.1 for the whole pipeline
-    (instead of one per stage flow) and closes it afterwards. Otherwise it yields
-    the configured address (None = the runner's own default).
+    (instead of one per stage flow) and closes it afterwards; likewise ``ray``
+    without ``flows.ray_address`` starts one local Ray instance (no dashboard) that
+    every stage's RayTaskRunner joins, unless this process already joined one.
+    Otherwise it yields the configured address (None = the runner's own default).
     """
     fc = cfg.flows
     if fc.task_runner == "dask" and not fc.dask_address:
@@ -48,6 +50,20 @@ def cluster_for(cfg: Config) -> Iterator[str | None]:
         with LocalCluster(n_workers=fc.dask_workers, threads_per_worker=1, processes=True,
                           host="127.0.0.1", dashboard_address=None) as cluster:
             yield cluster.scheduler_address
+        return
+    if fc.task_runner == "ray" and not fc.ray_address:
+        try:
+            import ray
+        except ImportError as e:
+            raise _missing_extra("ray", "prefect-ray", e) from None
+        if ray.is_initialized():  # e.g. a test or notebook that started Ray itself
+            yield None
+            return
+        ray.init(include_dashboard=False, log_to_driver=False)
+        try:
+            yield None
+        finally:
+            ray.shutdown()
         return
     if fc.task_runner == "dask":
         yield fc.dask_address
