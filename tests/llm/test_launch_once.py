@@ -34,9 +34,10 @@ assert args[0] == "serve", args
 port = args[args.index("--port") + 1]
 with open(os.environ["STAND_IN_LAUNCHES"], "a") as f:
     f.write(" ".join(args) + "\\n")
-os.execv(sys.executable, [sys.executable, "-m", "hopforge.testing.scripted", "--port", port, "--policy", "loop",
-                          "--loop-turns", "4", "--latency-ms", "40",
-                          "--stats-file", os.environ["STAND_IN_STATS"] + "." + str(os.getpid())])
+policy = ["--policy", "oracle", "--out", os.environ["STAND_IN_OUT"]] if os.environ.get("STAND_IN_OUT") else \
+    ["--policy", "loop", "--loop-turns", "4"]
+os.execv(sys.executable, [sys.executable, "-m", "hopforge.testing.scripted", "--port", port, *policy,
+                          "--latency-ms", "40", "--stats-file", os.environ["STAND_IN_STATS"] + "." + str(os.getpid())])
 """
 
 
@@ -130,6 +131,27 @@ def test_a_second_stage_run_gets_its_own_teacher_and_a_failed_start_is_a_clear_e
     with pytest.raises(TeacherError, match="exited with code"):
         service.shared_teacher(bad, scope="run-c")
     assert service.open_services() == []
+
+
+def test_the_turn_judge_launches_once_for_all_label_batches(tmp_path: Path, stand_in,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Label batches follow rollout batches (six here); with labels.judge every one of them asks the
+    teacher, and the stage run launches it once (the rollout stage's own launch is the other one)."""
+    from hopforge.filters import run_filters
+    from hopforge.labels.stage import run_labels
+
+    launches, stats = stand_in
+    out = tmp_path / "out"
+    monkeypatch.setenv("STAND_IN_OUT", str(out))  # the stand-in serves the oracle over this OUT's questions
+    cfg = write_wiki(out, cfg=managed_cfg(out, **{"labels.judge": True, "filters.min_tool_calls": 1}))
+    assert run_rollouts(cfg).status == {"answered": 12}
+    assert run_filters(cfg).kept >= 3
+    labels = run_labels(cfg)
+    assert labels.batches == 6 and labels.judge_requests >= 3
+    assert len(launches.read_text().splitlines()) == 2  # one for the rollout run, one for the label run
+    assert service.open_services() == []
+    # The two servers' request counts: 4 attempts of 7 + 5 + 3 oracle turns, and every judge request.
+    assert sorted(s["requests"] for s in server_stats(stats)) == sorted([4 * (7 + 5 + 3), labels.judge_requests])
 
 
 def test_the_closed_run_teacher_refuses_new_requests(tmp_path: Path) -> None:
