@@ -107,7 +107,28 @@ class TeacherService:
         if self.closed:
             coro.close()
             raise TeacherError("the stage run's teacher was closed; it is started again by the next run")
-        return self._submit(coro).result()
+        finished = threading.Event()
+
+        async def run_and_signal() -> T:
+            try:
+                return await coro
+            finally:
+                finished.set()
+
+        fut = self._submit(run_and_signal())
+        try:
+            while True:
+                try:
+                    # Short waits: a blocked wait is not woken by a Ctrl-C the OS hands to another thread.
+                    return fut.result(timeout=0.2)
+                except concurrent.futures.TimeoutError:
+                    continue
+        except BaseException:
+            # Interrupted here (Ctrl-C) or failed there: cancel the coroutine and let its finally blocks
+            # run (the rollout engine's last flush commits what it buffered) before the caller goes on.
+            fut.cancel()
+            finished.wait(CLOSE_TIMEOUT_S)
+            raise
 
     def close(self) -> None:
         """Stop the teacher (and its managed server) and the loop thread. Idempotent."""
