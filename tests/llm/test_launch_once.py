@@ -166,3 +166,34 @@ def test_the_closed_run_teacher_refuses_new_requests(tmp_path: Path) -> None:
     with pytest.raises(TeacherError, match="was closed"):
         asyncio.run(shared.post("/v1/chat/completions", b"{}"))
     assert QUESTIONS  # the fixture wiki the teacher would have served
+
+
+def test_ctrl_c_during_a_batch_commits_what_the_engine_buffered(tmp_path: Path) -> None:
+    """The batch runs on the teacher's loop thread: a Ctrl-C in the main thread cancels it there and
+    waits for the engine's last flush, as asyncio.run did when the batch ran in the main thread."""
+    import signal
+    import threading
+    import time
+
+    from hopforge.storage import read_table
+    from hopforge.testing.scripted import LoopPolicy, ScriptedServer
+
+    out = tmp_path / "out"
+    with ScriptedServer(LoopPolicy(6), latency_s=0.05) as srv:
+        # 60 trajectories x 7 turns at 4 in flight: ~5 s; nothing is flushed before the end of the batch.
+        cfg = write_wiki(out, cfg=rollout_cfg(out, srv.url, **{
+            "rollout.attempts_per_question": 20, "rollout.max_in_flight": 4, "rollout.flush_every": 1000,
+            "rollout.flush_seconds": 1000}))
+        timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+        t0 = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run_rollouts(cfg)
+        finally:
+            timer.cancel()
+        stopped = time.monotonic() - t0
+    written = read_table(out, "trajectories")
+    assert stopped < 4 and 0 < written.num_rows < 60  # interrupted mid-batch, yet the finished ones are kept
+    assert set(written.column("status").to_pylist()) == {"answered"}
+    assert service.open_services() == []

@@ -68,8 +68,13 @@ class TeacherService:
         self._thread.start()
         try:
             # Starts the managed server (and waits for its health check) on the service loop.
-            self._submit(teacher.__aenter__()).result()
+            _wait(self._submit(teacher.__aenter__()))
         except BaseException:
+            # A failed start, or Ctrl-C during a long model load: stop whatever was started.
+            try:
+                self._submit(teacher.__aexit__(None, None, None)).result(CLOSE_TIMEOUT_S)
+            except BaseException as e:  # noqa: BLE001 - the start's own error is the one to report
+                log.debug("cleanup after a failed teacher start: %s", e)
             self._stop_loop()
             raise
 
@@ -117,12 +122,7 @@ class TeacherService:
 
         fut = self._submit(run_and_signal())
         try:
-            while True:
-                try:
-                    # Short waits: a blocked wait is not woken by a Ctrl-C the OS hands to another thread.
-                    return fut.result(timeout=0.2)
-                except concurrent.futures.TimeoutError:
-                    continue
+            return _wait(fut)
         except BaseException:
             # Interrupted here (Ctrl-C) or failed there: cancel the coroutine and let its finally blocks
             # run (the rollout engine's last flush commits what it buffered) before the caller goes on.
@@ -149,6 +149,16 @@ class TeacherService:
         self._thread.join(CLOSE_TIMEOUT_S)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def _wait(fut: concurrent.futures.Future[T]) -> T:
+    """``fut.result()`` in short waits: a blocked wait is not woken by a Ctrl-C the OS hands to
+    another thread, so the main thread would notice it only when the work is done."""
+    while True:
+        try:
+            return fut.result(timeout=0.2)
+        except concurrent.futures.TimeoutError:
+            continue
 
 
 class SharedTeacher:
