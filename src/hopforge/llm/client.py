@@ -115,6 +115,7 @@ class SDKTransport:
         url = base_url.rstrip("/")
         self.base_url = url
         self._openai = openai
+        self._connect_error = httpx.ConnectError
         self.client = openai.AsyncOpenAI(
             base_url=url if url.endswith("/v1") else url + "/v1", api_key=api_key or "none", max_retries=0,
             timeout=timeout_s,
@@ -122,8 +123,6 @@ class SDKTransport:
                 limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)))
 
     async def post(self, path: str, body: bytes) -> Any:
-        import httpx
-
         openai = self._openai
         params = orjson.loads(body)
         try:
@@ -134,7 +133,7 @@ class SDKTransport:
         except openai.APITimeoutError:
             raise TransientError(f"POST {path}: timed out") from None
         except openai.APIConnectionError as e:
-            if isinstance(e.__cause__, httpx.ConnectError):
+            if isinstance(e.__cause__, self._connect_error):
                 raise EndpointDownError(f"POST {path}: connection failed: nothing listens at {self.base_url}: {e}") from None
             raise TransientError(f"POST {path}: connection failed: {e}") from None
         except openai.APIStatusError as e:
@@ -194,7 +193,6 @@ class Teacher:
         self.server = server
         self.scripted = scripted
         self.in_flight = 0
-        self.peak_in_flight = 0
         self._rng = random.Random()
 
     async def __aenter__(self) -> Teacher:
@@ -233,7 +231,6 @@ class Teacher:
                 ep.outstanding += 1
                 ep.requests += 1
                 self.in_flight += 1
-                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 t0 = time.perf_counter()
                 try:
                     resp = await ep.transport.post(path, body)

@@ -57,9 +57,9 @@ class EndpointPool:
     health_check_s: float = 5.0
     health_timeout_s: float = 2.0
     headers: dict[str, str] = field(default_factory=dict)
-    _sticky: dict[str, Endpoint] = field(default_factory=dict)
-    _task: asyncio.Task[None] | None = None
-    _session: aiohttp.ClientSession | None = None
+    _sticky: dict[str, Endpoint] = field(default_factory=dict, init=False)  # trajectory id -> endpoint
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _session: aiohttp.ClientSession | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if not self.endpoints:
