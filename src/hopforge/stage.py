@@ -31,6 +31,7 @@ import importlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -251,6 +252,8 @@ def teacher_identity(cfg: Config) -> dict[str, Any]:
         ident["scripted_policy"] = t.scripted_policy
     if t.backend == "cpu":
         ident["model_path"] = t.model_path
+    if t.tool_parser != "none":  # changes the system prompt and what counts as a call
+        ident["tool_parser"] = t.tool_parser
     return ident
 
 
@@ -336,6 +339,12 @@ class StageRun:
             log_.extend(infos)
         return infos
 
+    def on_close(self, key: str, close: Callable[[], Any]) -> None:
+        """Register a per-run resource of this process (the shared teacher) to be closed by
+        :func:`close_run` once the run's batches are done. One closer per ``key``."""
+        with _CLOSERS_LOCK:
+            _CLOSERS.setdefault(self.fingerprint, {}).setdefault(key, close)
+
     def writer(self, table: str, *, batch: str | None = None, rows_per_shard: int = 100_000) -> ShardWriter:
         return ShardWriter(self.out, table, run_id=self.fingerprint, config_hash=self.fingerprint,
                            rows_per_shard=rows_per_shard, batch=batch)
@@ -402,6 +411,23 @@ class StageRun:
                               "version": get_stage(self.stage).version, "hopforge_version": __version__,
                               "inputs": dict(self.inputs), "settings": dict(self.settings),
                               "created_at": _now()})
+
+
+# Per-run resources of this process (fingerprint -> key -> closer), see StageRun.on_close.
+_CLOSERS: dict[str, dict[str, Callable[[], Any]]] = {}
+_CLOSERS_LOCK = threading.Lock()
+
+
+def close_run(run: StageRun) -> None:
+    """Close what the run's batches opened in this process (e.g. its teacher server): called by
+    :func:`run_stage` and the Prefect stage flow after the last batch, also when batches failed."""
+    with _CLOSERS_LOCK:
+        closers = _CLOSERS.pop(run.fingerprint, {})
+    for key, close in closers.items():
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - a failed close must not hide the run's own outcome
+            log.exception("%s: closing %s failed", run.stage, key)
 
 
 def _now() -> str:
@@ -614,7 +640,10 @@ def run_stage(name: str, cfg: Config, *, executor: LocalExecutor | None = None, 
             log.info("%s: %s", name, e.reason)
             return stats
         executor = executor or LocalExecutor(workers=stage.workers(cfg))
-        results = executor.map(stage, run, batches)
+        try:
+            results = executor.map(stage, run, batches)
+        finally:
+            close_run(run)  # one teacher per stage run: started by the first batch, stopped here
         return conclude(run, stage, results, len(batches), t0)
 
 

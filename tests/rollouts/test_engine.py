@@ -127,7 +127,8 @@ def test_long_horizon_folds_then_summarizes_and_stays_in_the_window(wiki: Path, 
     assert all(r["num_turns"] == 60 and r["context_events"] >= 2 for r in t)
     assert stats.context_events == sum(r["context_events"] for r in t)
     acts = Counter(r["context_action"] for r in rows(wiki, "SELECT context_action FROM turns WHERE role='assistant'"))
-    assert acts["truncated"] > 0 and acts["summarized"] > 0 and acts["none"] > acts["truncated"]
+    # One large fold step each time ("summarized"); "truncated" only when a fold cannot fit (issue 16).
+    assert acts["summarized"] > 0 and acts["none"] > acts["summarized"]
     # every request fitted: the prompt tokens the server saw stay under the window minus the reply room
     assert rows(wiki, "SELECT max(tokens_in) AS m FROM turns WHERE role = 'assistant'")[0]["m"] <= 3000 - 64
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from hopforge.filters.effort import EffortFilter
 from hopforge.filters.format import FormatFilter
 from hopforge.filters.steps import Filter, FilterPipeline, reject_row
 from hopforge.llm.client import TextClient, open_teacher
+from hopforge.llm.service import release_teachers
 from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage
 from hopforge.storage.episodes import Episode, iter_episodes, load_questions
 
@@ -77,7 +79,9 @@ class FilterStage(Stage):
         async with contextlib.AsyncExitStack() as stack:
             judge = None
             if f.llm_judge:
-                judge = await stack.enter_async_context(open_teacher(cfg, self.judge, "filters.llm_judge"))
+                run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+                judge = await stack.enter_async_context(open_teacher(cfg, self.judge, "filters.llm_judge",
+                                                                     scope=run.fingerprint))
             steps = build_steps(run, questions, judge)
             pipeline = FilterPipeline(steps)
             kept: list[dict[str, Any]] = []

@@ -60,9 +60,16 @@ def llama_cpp_command(cfg: Config, model_path: str | None = None) -> list[str]:
 
 
 def scripted_command(port: int, *, out: str | None = None, policy: str = "oracle", fault_rate: float = 0.0,
-                     latency_ms: float = 0.0, loop_turns: int = 20) -> list[str]:
+                     latency_ms: float = 0.0, loop_turns: int = 20, loop_titles: list[str] | None = None,
+                     tool_format: str = "native", stats_file: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "hopforge.testing.scripted", "--port", str(port), "--policy", policy,
            "--fault-rate", str(fault_rate), "--latency-ms", str(latency_ms), "--loop-turns", str(loop_turns)]
+    if loop_titles:
+        cmd += ["--loop-titles", ",".join(loop_titles)]
+    if tool_format != "native":
+        cmd += ["--tool-format", tool_format]
+    if stats_file:
+        cmd += ["--stats-file", stats_file]
     return cmd + (["--out", out] if out else [])
 
 

@@ -126,17 +126,21 @@ def plan_questions(cfg: Config, ctx: _Context) -> list[QuestionBatch]:
     return batches
 
 
-def make_composer(cfg: Config) -> Composer:
+def make_composer(cfg: Config, scope: str | None = None) -> Composer:
+    """The configured composer. With ``scope`` (the stage run's fingerprint) the LLM composer uses the
+    run's shared teacher (started once for all batches); without it, a teacher per compose call."""
     if cfg.synth.composer == "template":
         return TemplateComposer()
     from hopforge.synth.compose_llm import LLMComposer
 
     try:
         from hopforge.llm.client import make_teacher  # type: ignore[attr-defined]
+        from hopforge.llm.service import shared_teacher
     except ImportError as e:
         raise ConfigError("synth.composer = 'llm' needs the teacher client (hopforge.llm.client), "
                           f"which is not available: {e}") from None
-    return LLMComposer.from_factory(lambda: make_teacher(cfg), model=cfg.teacher.model,
+    factory = (lambda: shared_teacher(cfg, scope=scope)) if scope is not None else (lambda: make_teacher(cfg))
+    return LLMComposer.from_factory(factory, model=cfg.teacher.model,
                                     max_tokens=cfg.synth.llm_max_tokens, temperature=cfg.teacher.temperature,
                                     concurrency=cfg.synth.llm_concurrency)
 

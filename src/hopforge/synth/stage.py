@@ -6,6 +6,7 @@ passed its checks) and ``rejects`` (one row per failed check), one group per bat
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 from hopforge.config import Config
 from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import content_id
-from hopforge.synth.questions import compose_batch, context, plan_questions
+from hopforge.synth.questions import compose_batch, context, make_composer, plan_questions
 
 
 @dataclass
@@ -59,7 +60,13 @@ class QuestionStage(Stage):
     def run_batch(self, run: StageRun, batch: Batch) -> QuestionStats:
         t0 = time.process_time()
         qb, planned = batch.payload
-        rows, st = compose_batch(run.cfg, context(run.cfg, run.partition("graph")), qb)
+        composer = None
+        if self.talks_to_teacher(run.cfg):  # the LLM composer: one teacher for the whole run
+            from hopforge.llm.service import release_teachers
+
+            run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+            composer = make_composer(run.cfg, scope=run.fingerprint)
+        rows, st = compose_batch(run.cfg, context(run.cfg, run.partition("graph")), qb, composer)
         infos = run.commit(rows, batch)
         return QuestionStats(walks=st["walks"], questions=st["questions"], passed=st["passed"], hops=st["hops"],
                              rejects=st["rejects"], planned=planned,
