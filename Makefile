@@ -15,11 +15,12 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(MAKE) llama-wheel
-	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu,dask]"
+	# ray: prefect-ray pulls ray (an 80 MB wheel, ~300 MB installed, ~35 s here) for tests/flows/test_ray.py.
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu,dask,ray]"
 	touch $@
 
 llama-wheel:

@@ -206,6 +206,7 @@ def runs(
         sys.stdout.buffer.write(orjson.dumps(records, option=orjson.OPT_INDENT_2) + b"\n")
         return
     t = Table("stage", "fingerprint", "reads", "state", "rows", "created", title=f"stage runs in {cfg.run.out}")
+    t.columns[1].no_wrap = True
     for r in records:
         comp = r["complete"]
         state = ("empty: " + comp["empty"]) if comp and comp.get("empty") else \
@@ -599,10 +600,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
     from hopforge.flows.report import stage_outcome
 
     st = Table("stage", "fingerprint", "batches", "ran", "skipped", "failed", "seconds", "outcome", title="stages")
+    st.columns[1].no_wrap = True
+    prev = None
     for s in summary["stages"]:
         st.add_row(s["stage"], s["fingerprint"], str(s["tasks"]), str(s["ran"]), str(s["skipped"]),
                    f"[red]{len(s['failures'])}[/red]" if s["failures"] else "0", f"{s['seconds']:.1f}",
-                   stage_outcome(s))
+                   stage_outcome(s, prev))
+        prev = s
     for name in summary["skipped_stages"]:
         st.add_row(name, "", "-", "-", "-", "-", "-", "not run")
     console.print(st)

@@ -97,6 +97,10 @@ class SynthConfig(_Section):
 class TeacherConfig(_Section):
     backend: Literal["cpu", "openai", "vllm", "scripted"] = "cpu"
     base_url: str | None = None
+    # A pool of OpenAI-compatible endpoints serving the same model (e.g. one vLLM replica per GPU):
+    # least-outstanding-requests routing, sticky per trajectory, health checks, ejection.
+    base_urls: list[str] = Field(default_factory=list)
+    health_check_s: float = Field(default=5.0, gt=0)  # pool: seconds between endpoint health checks
     model: str = "gemma-3-270m"
     api_key: SecretStr | None = None
     api_key_env: str = "HOPFORGE_API_KEY"
@@ -118,6 +122,34 @@ class TeacherConfig(_Section):
     threads: int | None = Field(default=None, ge=1)  # cpu: llama.cpp threads
     scripted_policy: Literal["oracle", "loop"] = "oracle"
     max_restarts: int = Field(default=3, ge=0)
+    # Client-side tool-call parsing for servers that return calls as message text ("none": the server
+    # parses them, e.g. vLLM --tool-call-parser hermes). "hermes": <tool_call>{...}</tool_call> blocks;
+    # "json": a bare JSON object naming a tool (also inside <tools>...</tools> or a code fence).
+    tool_parser: Literal["none", "hermes", "json"] = "none"
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> TeacherConfig:
+        if self.base_url is not None and self.base_urls:
+            raise ValueError("set teacher.base_url (one endpoint) or teacher.base_urls (a pool), not both")
+        seen: set[str] = set()
+        for i, url in enumerate(self.base_urls):
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) < 10:
+                raise ValueError(f"teacher.base_urls[{i}] = {url!r} is not an http(s) URL")
+            key = url.rstrip("/").removesuffix("/v1")
+            if key in seen:
+                raise ValueError(f"teacher.base_urls[{i}] = {url!r} is listed twice")
+            seen.add(key)
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"teacher.base_url = {self.base_url!r} is not an http(s) URL")
+        if self.tool_parser != "none" and (self.protocol == "text" or (self.protocol == "auto" and self.backend == "cpu")):
+            raise ValueError(f"teacher.tool_parser = {self.tool_parser!r} parses chat messages; the text protocol "
+                             "(teacher.protocol = 'text', or 'auto' with the cpu backend) has its own action lines: "
+                             "set teacher.protocol = 'chat' or teacher.tool_parser = 'none'")
+        return self
+
+    def endpoints(self) -> list[str]:
+        """The configured endpoint URLs (empty: hopforge starts or embeds the server itself)."""
+        return list(self.base_urls) if self.base_urls else ([self.base_url] if self.base_url else [])
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None:
@@ -139,8 +171,18 @@ class RolloutConfig(_Section):
     retry_base_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
     batch_questions: int = Field(default=256, ge=1)
-    # Fold old observations once the estimated prompt passes this fraction of context_tokens.
+    # Fold the history once the estimated prompt passes context_fold_at x context_tokens, in one large
+    # step down to context_fold_to x context_tokens; between folds the history is append-only, so a
+    # server's prefix cache holds (docs/rollout.md, "Context").
     context_fold_at: float = Field(default=0.8, gt=0, lt=1)
+    context_fold_to: float = Field(default=0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fold(self) -> RolloutConfig:
+        if self.context_fold_to >= self.context_fold_at:
+            raise ValueError(f"rollout.context_fold_to ({self.context_fold_to}) must be below "
+                             f"rollout.context_fold_at ({self.context_fold_at})")
+        return self
 
 
 class ScreenConfig(_Section):

@@ -31,10 +31,12 @@ import importlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +79,10 @@ TABLE_STAGE: dict[str, str] = {
 }
 
 STAGES_DIR = "_stages"
+
+# The shards the running batch committed (set by execute_batch; asyncio.to_thread copies the context,
+# so a flush written from a worker thread is recorded too).
+_COMMITTED: ContextVar[list[ShardInfo] | None] = ContextVar("hopforge_committed", default=None)
 
 
 # The command that runs each stage on its own (for error messages).
@@ -122,8 +128,9 @@ class StageStats:
 
     @property
     def skipped(self) -> bool:
-        """Nothing was done: every batch was already complete, or there was nothing to do."""
-        return self.batches == self.batches_skipped or self.empty is not None
+        """No batch ran in this invocation: every batch was already complete, or there was none
+        (nothing to do). A stage that ran its batches and then found its output empty did not skip."""
+        return self.batches == self.batches_skipped
 
     def merge(self, other: StageStats) -> StageStats:
         for f in fields(self):
@@ -203,14 +210,16 @@ class Stage:
     partial_batches: ClassVar[bool] = False
 
     def settings(self, cfg: Config) -> dict[str, Any]:
-        """What shapes this stage's output: its section minus execution keys (plus, in
-        subclasses, what else it depends on: the seed, the teacher's identity)."""
-        if not self.section:
-            return {}
-        section = getattr(cfg, self.section)
-        return section.model_dump(mode="json", exclude=set(self.execution_keys))
+        """What shapes this stage's output: its section minus execution keys, and the teacher's
+        identity when the stage calls the teacher (subclasses add the seed where it matters)."""
+        s = getattr(cfg, self.section).model_dump(mode="json", exclude=set(self.execution_keys)) \
+            if self.section else {}
+        if self.talks_to_teacher(cfg):
+            s["teacher"] = teacher_identity(cfg)
+        return s
 
     def talks_to_teacher(self, cfg: Config) -> bool:
+        """Whether this stage calls the teacher under ``cfg`` (then its identity is in the fingerprint)."""
         return False
 
     def workers(self, cfg: Config) -> int:
@@ -243,6 +252,8 @@ def teacher_identity(cfg: Config) -> dict[str, Any]:
         ident["scripted_policy"] = t.scripted_policy
     if t.backend == "cpu":
         ident["model_path"] = t.model_path
+    if t.tool_parser != "none":  # changes the system prompt and what counts as a call
+        ident["tool_parser"] = t.tool_parser
     return ident
 
 
@@ -282,6 +293,9 @@ class StageRun:
     inputs: Mapping[str, str]  # every upstream stage, transitively -> its fingerprint
     cfg: Config
     settings: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # Batch ids with shards in the manifests when the stage run started (read once by `prepare`):
+    # a batch that died between its commit and its marker is found here without a manifest scan per batch.
+    committed_batches: frozenset[str] | None = field(default=None, compare=False)
 
     @property
     def out(self) -> Path:
@@ -319,7 +333,17 @@ class StageRun:
         if not data:
             return []
         bid = batch.id if isinstance(batch, Batch) else batch
-        return write_group(self.out, data, run_id=self.fingerprint, batch=bid, config_hash=self.fingerprint)
+        infos = write_group(self.out, data, run_id=self.fingerprint, batch=bid, config_hash=self.fingerprint)
+        log_ = _COMMITTED.get()
+        if log_ is not None:
+            log_.extend(infos)
+        return infos
+
+    def on_close(self, key: str, close: Callable[[], Any]) -> None:
+        """Register a per-run resource of this process (the shared teacher) to be closed by
+        :func:`close_run` once the run's batches are done. One closer per ``key``."""
+        with _CLOSERS_LOCK:
+            _CLOSERS.setdefault(self.fingerprint, {}).setdefault(key, close)
 
     def writer(self, table: str, *, batch: str | None = None, rows_per_shard: int = 100_000) -> ShardWriter:
         return ShardWriter(self.out, table, run_id=self.fingerprint, config_hash=self.fingerprint,
@@ -341,12 +365,18 @@ class StageRun:
     def committed(self, batch: Batch, tables: Iterable[str]) -> bool:
         """True when a shard of ``batch`` is recorded in any of ``tables`` (a batch that died
         between its commit and its marker)."""
+        if self.committed_batches is not None:
+            return batch.id in self.committed_batches
         return any(e.run == self.fingerprint and e.batch == batch.id and (self.out / t / e.path).exists()
                    for t in tables for e in read_manifest(self.out, t))
 
-    def mark_done(self, batch: Batch, stats: StageStats) -> None:
-        shards = [f"{e.table}/{e.path}" for t in get_stage(self.stage).writes
-                  for e in read_manifest(self.out, t) if e.run == self.fingerprint and e.batch == batch.id]
+    def mark_done(self, batch: Batch, stats: StageStats, infos: Iterable[ShardInfo] | None = None) -> None:
+        """Write the batch's completion marker naming its shards (``infos``: what this process
+        committed for it; None: looked up in the manifests)."""
+        if infos is None:
+            infos = [e for t in get_stage(self.stage).writes for e in read_manifest(self.out, t)
+                     if e.run == self.fingerprint and e.batch == batch.id]
+        shards = sorted({f"{e.table}/{e.path}" for e in infos})
         _atomic_write(self._marker(batch), {"batch": batch.id, "index": batch.index, "shards": shards,
                                             "stats": stats.to_dict(), "at": _now()})
 
@@ -381,6 +411,23 @@ class StageRun:
                               "version": get_stage(self.stage).version, "hopforge_version": __version__,
                               "inputs": dict(self.inputs), "settings": dict(self.settings),
                               "created_at": _now()})
+
+
+# Per-run resources of this process (fingerprint -> key -> closer), see StageRun.on_close.
+_CLOSERS: dict[str, dict[str, Callable[[], Any]]] = {}
+_CLOSERS_LOCK = threading.Lock()
+
+
+def close_run(run: StageRun) -> None:
+    """Close what the run's batches opened in this process (e.g. its teacher server): called by
+    :func:`run_stage` and the Prefect stage flow after the last batch, also when batches failed."""
+    with _CLOSERS_LOCK:
+        closers = _CLOSERS.pop(run.fingerprint, {})
+    for key, close in closers.items():
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - a failed close must not hide the run's own outcome
+            log.exception("%s: closing %s failed", run.stage, key)
 
 
 def _now() -> str:
@@ -474,10 +521,16 @@ def execute_batch(stage: Stage, run: StageRun, batch: Batch) -> StageStats:
             run.mark_done(batch, stage.stats_type(batches=1, batches_skipped=1))
         return stage.stats_type(batches=1, batches_skipped=1)
     t0 = time.process_time()
-    stats = stage.run_batch(run, batch)
+    committed: list[ShardInfo] = []
+    token = _COMMITTED.set(committed)
+    try:
+        stats = stage.run_batch(run, batch)
+    finally:
+        _COMMITTED.reset(token)
     stats.batches = 1
     stats.cpu_seconds = stats.cpu_seconds or (time.process_time() - t0)
-    run.mark_done(batch, stats)
+    # A resumed partial batch committed shards before this run too: look those up in the manifests.
+    run.mark_done(batch, stats, None if stage.partial_batches else committed)
     return stats
 
 
@@ -517,17 +570,22 @@ def owner_name(what: str) -> str:
     return f"{what} (pid {os.getpid()} on {socket.gethostname()})"
 
 
-def prepare(run: StageRun) -> tuple[str | None, StageStats | None]:
+def prepare(run: StageRun) -> tuple[StageRun, str | None, StageStats | None]:
     """Before planning, under the lease: recover interrupted commits, check the inputs.
 
-    Returns (why the stage skips, stats to return) or (None, None) when it should run."""
+    Returns the run (with the batches already committed read from the manifests, once), and
+    (why the stage skips, stats to return), or (None, None) when it should run."""
     stage = get_stage(run.stage)
     recover(run.out)
     reason = upstream_state(run)
-    if reason is not None:
-        log.warning("%s: skipped: %s", run.stage, reason)
-        return reason, stage.stats_type(empty=reason)
     run.record()
+    if reason is not None:
+        # Complete, with nothing in it: the stages after this one skip with the same reason.
+        log.info("%s: skipped: %s", run.stage, reason)
+        stats = stage.stats_type(empty=reason)
+        if run.complete() is None:
+            run.mark_complete(stats, 0)
+        return run, reason, stats
     comp = run.complete()
     if comp is not None and not stage.output_present(run):
         run.reset()
@@ -537,9 +595,11 @@ def prepare(run: StageRun) -> tuple[str | None, StageStats | None]:
         (run.dir / "complete.json").unlink(missing_ok=True)
         comp = None
     if comp is not None:  # nothing to do: the counts are this invocation's (zero)
-        return None, stage.stats_type(batches=comp["batches"], batches_skipped=comp["batches"],
-                                      empty=comp.get("empty"))
-    return None, None
+        return run, None, stage.stats_type(batches=comp["batches"], batches_skipped=comp["batches"],
+                                           empty=comp.get("empty"))
+    committed = frozenset(e.batch for t in stage.writes for e in read_manifest(run.out, t)
+                          if e.run == run.fingerprint and e.batch and (run.out / t / e.path).exists())
+    return replace(run, committed_batches=committed), None, None
 
 
 def conclude(run: StageRun, stage: Stage, results: Iterable[StageStats], n_batches: int, t0: float,
@@ -553,7 +613,7 @@ def conclude(run: StageRun, stage: Stage, results: Iterable[StageStats], n_batch
     stats.seconds = time.monotonic() - t0
     run.mark_complete(stats, n_batches)
     if stats.empty:
-        log.warning("%s: %s", run.stage, stats.empty)
+        log.info("%s: %s", run.stage, stats.empty)
     return stats
 
 
@@ -568,7 +628,7 @@ def run_stage(name: str, cfg: Config, *, executor: LocalExecutor | None = None, 
     run = resolve(cfg, name)
     t0 = time.monotonic()
     with Lease(run.out, name, owner=owner_name(owner)).acquire(wait=wait):
-        _skip, done = prepare(run)
+        run, _skip, done = prepare(run)
         if done is not None:
             return done
         try:
@@ -577,10 +637,13 @@ def run_stage(name: str, cfg: Config, *, executor: LocalExecutor | None = None, 
             stats = stage.stats_type(empty=e.reason)
             stats.seconds = time.monotonic() - t0
             run.mark_complete(stats, 0)
-            log.warning("%s: %s", name, e.reason)
+            log.info("%s: %s", name, e.reason)
             return stats
         executor = executor or LocalExecutor(workers=stage.workers(cfg))
-        results = executor.map(stage, run, batches)
+        try:
+            results = executor.map(stage, run, batches)
+        finally:
+            close_run(run)  # one teacher per stage run: started by the first batch, stopped here
         return conclude(run, stage, results, len(batches), t0)
 
 

@@ -8,14 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hopforge.filters import run_filters
-from hopforge.labels.stage import run_labels
-from hopforge.storage.episodes import iter_episodes
+from hopforge.filters import ScreenStats, run_filters
 from hopforge.labels.judge import TurnJudge
-from hopforge.storage import ShardWriter, query_arrow, read_table
-from hopforge.rollouts.engine import run_rollouts
-from hopforge.testing.scripted import Reply
+from hopforge.labels.stage import run_labels
 from hopforge.llm.client import make_teacher
+from hopforge.rollouts import run_rollouts
+from hopforge.stage import resolve, run_stage
+from hopforge.storage import query_arrow, read_table
+from hopforge.storage.episodes import iter_episodes
+from hopforge.testing.scripted import Reply
 from tests.filters.trajectory_builders import make_episode
 from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
 
@@ -35,7 +36,7 @@ def oracle_run(tmp_path: Path):
 
 def test_oracle_trajectories_filtered_and_labelled(oracle_run):
     out, cfg = oracle_run
-    report = run_filters(cfg)
+    stats = run_filters(cfg)
     kept = rows(out, "SELECT t.question_id, k.correct, k.f1 FROM kept k JOIN trajectories t USING (trajectory_id) "
                      "ORDER BY 1")
     assert kept == [{"question_id": "q-founder", "correct": True, "f1": 1.0},
@@ -43,9 +44,9 @@ def test_oracle_trajectories_filtered_and_labelled(oracle_run):
     # The injection question's path has one page: two calls are below filters.min_tool_calls = 3.
     [rej] = read_table(out, "rejects").to_pylist()
     assert (rej["step"], rej["reason"]) == ("effort", "too_few_tool_calls")
-    assert report["in"] == 3 and report["kept"] == 2
-    stats = run_labels(cfg)
-    assert stats["trajectories"] == 2 and stats["assistant_turns"] == 12
+    assert (stats.trajectories, stats.kept, stats.rejected) == (3, 2, 1)
+    labelled = run_labels(cfg)
+    assert labelled.trajectories == 2 and labelled.assistant_turns == 12
     labels = rows(out, "SELECT t.question_id, t.turn_index, t.role, t.tool_name, valid_call, progress, loss_weight "
                        "FROM turns t WHERE t.question_id = 'q-river' ORDER BY t.turn_index")
     assert all(r["valid_call"] for r in labels if r["role"] == "assistant")
@@ -73,12 +74,9 @@ def test_answer_judge_through_the_teacher_client(tmp_path):
     # Add a near miss beside the real trajectories: "Sella river" vs "Sella" has F1 0.67 < 0.8.
     q = next(q for q in read_table(out, "questions").to_pylist() if q["question_id"] == "q-river")
     ep = make_episode([("search", "Veloria capital", "Marren."), ("answer", "Sella river")], tid="near", q=q)
-    with ShardWriter(out, "trajectories", run_id="extra") as w:
-        w.write(ep.trajectory)
-    with ShardWriter(out, "turns", run_id="extra") as w:
-        w.write_many(ep.turns)
-    report = run_filters(cfg)  # the oracle replies to the judge prompt with prose: malformed, never accepted
-    assert report["answer_judge_requests"] == 1
+    resolve(cfg, "rollouts").commit({"trajectories": [ep.trajectory], "turns": ep.turns}, "extra")
+    stats = run_filters(cfg)  # the oracle replies to the judge prompt with prose: malformed, never accepted
+    assert stats.answer_judge_requests == 1
     [rej] = [r for r in read_table(out, "rejects").to_pylist() if r["reason"] == "answer_mismatch"]
     assert rej["row_id"] == "near" and "judge malformed" in rej["detail"]
     assert read_table(out, "kept").num_rows == 3  # the oracle's own answers pass without asking the judge
@@ -117,22 +115,25 @@ def test_run_labels_with_configured_teacher_falls_back_on_prose(oracle_run):
     # The oracle policy answers a judge prompt (an unknown question) with prose, not the JSON array.
     out, cfg = oracle_run
     run_filters(cfg)
-    cfg.filters.label_judge = True
+    cfg.labels.judge = True
     stats = run_labels(cfg)
-    assert stats["judge_requests"] == 2 and stats["judge_fallback_windows"] == 2  # judge_window 20: one each
-    assert stats["assistant_turn_policies"] == {"rules-v1": 12}
+    assert stats.judge_requests == 2 and stats.judge_fallback_windows == 2  # judge_window 20: one each
+    assert stats.assistant_turn_policies == {"rules-v1": 12}
     rationales = {r["judge_rationale"] for r in read_table(out, "turn_labels").to_pylist()
                   if r["judge_rationale"]}
     assert len(rationales) == 1 and rationales.pop().startswith("judge_fallback: ModelOutputError: not a JSON array")
 
 
-def test_difficulty_calibration_with_the_configured_teacher(oracle_run):
-    # Closed-book, the oracle cannot answer (the prompt is not one of its questions); with tools it did.
-    out, cfg = oracle_run
-    cfg.filters.difficulty_k = 2
-    report = run_filters(cfg)
-    assert report["difficulty"] == {"calibrated": 3, "already_calibrated": 0}
+def test_closed_book_screen_with_the_configured_teacher(tmp_path):
+    # Closed-book, the oracle cannot answer (the prompt is not one of its questions): nothing is dropped,
+    # and the rollouts that follow read the screened chain.
+    out = tmp_path / "out"
+    write_wiki(out, screen=False)
+    cfg = rollout_cfg(out, **{"screen.difficulty_k": 2})
+    stats = run_stage("screen", cfg)
+    assert isinstance(stats, ScreenStats) and (stats.calibrated, stats.screened_in) == (3, 3)
     diff = {r["question_id"]: r for r in read_table(out, "difficulty").to_pylist()}
-    assert diff["q-river"]["solve_rate_no_tools"] == 0.0 and diff["q-river"]["solve_rate_tools"] == 1.0
+    assert diff["q-river"]["solve_rate_no_tools"] == 0.0 and diff["q-river"]["solve_rate_tools"] is None
     assert diff["q-river"]["teacher_model"] == "scripted" and diff["q-river"]["k"] == 2
-    assert report["kept"] == 2  # the calibration cut keeps both answered multi-hop questions
+    assert run_rollouts(cfg).trajectories == 3
+    assert run_filters(cfg).kept == 2  # both answered multi-hop questions

@@ -13,11 +13,12 @@ into the system/user/assistant/tool turn rows the rollout stage writes:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from hopforge.config import Config
+from hopforge.stage import StageRun, resolve
 from hopforge.storage.episodes import Episode
-from hopforge.storage import ShardWriter
+from hopforge.testing.stages import FIXTURE, complete_chain
 
 QUESTION = {
     "question_id": "q1",
@@ -112,15 +113,43 @@ def make_episode(actions: list[tuple] = GOOD_ACTIONS, *, tid: str = "t1", q: dic
     return Episode(traj, turns, q)
 
 
-def write_dataset(out: Path, questions: list[dict[str, Any]], episodes: list[Episode],
-                  turns_per_shard: int = 1000) -> None:
-    with ShardWriter(out, "questions", run_id="synth") as w:
-        w.write_many(questions)
-    with ShardWriter(out, "trajectories", run_id="rollout") as w:
-        w.write_many(ep.trajectory for ep in episodes)
-    with ShardWriter(out, "turns", run_id="rollout", rows_per_shard=turns_per_shard) as w:
-        for ep in episodes:
-            w.write_many(ep.turns)
+LOOP = ("search", "Zorblax", "nothing")
+Q2 = question("q2", question="Who wrote the novel adapted into the film directed by the Quux director?",
+              answer="Jane Doe", answer_aliases=[], path=["Quux", "Film", "Jane Doe"])
+
+
+def funnel_episodes(*extra: Episode) -> list[Episode]:
+    """Nine trajectories, each meant for one outcome of the filter funnel (kept: good, alias, other-q)."""
+    return [
+        make_episode(GOOD_ACTIONS, tid="good"),
+        make_episode([*GOOD_ACTIONS[:-1], ("answer", "donau")], tid="alias"),  # alias, other case
+        make_episode(GOOD_ACTIONS, tid="dup-of-good"),  # identical action sequence
+        make_episode([*GOOD_ACTIONS[:-1], ("answer", "Rhine")], tid="wrong"),
+        make_episode([LOOP, LOOP, LOOP, *GOOD_ACTIONS], tid="loop"),
+        make_episode([("search", "x", "y"), ("answer", "Danube")], tid="lazy"),
+        make_episode(GOOD_ACTIONS[:-1], tid="unfinished"),
+        make_episode([("bad", "{oops", "no JSON"), *GOOD_ACTIONS], tid="unparseable"),
+        make_episode([("search", "Quux film", "Film by a director. The novel is by Jane Doe."),
+                      ("visit", "Film", "Adapted from Jane Doe's novel."), ("visit", "Jane Doe", "Writer."),
+                      ("answer", "Jane Doe")], tid="other-q", q=Q2),
+        *extra,
+    ]
+
+
+def write_dataset(cfg: Config, questions: list[dict[str, Any]], episodes: list[Episode],
+                  turns_per_shard: int = 1000) -> dict[str, StageRun]:
+    """Record ``questions`` and the episodes' trajectories and turns as the complete output of the
+    question and rollout stages of ``cfg`` (graph and screen complete with no rows), so the filter
+    stage of ``cfg`` reads them. Turns go into shards of ``turns_per_shard`` rows, in order.
+    """
+    turns = [t for ep in episodes for t in ep.turns]
+    chunks = [turns[i:i + turns_per_shard] for i in range(0, len(turns), turns_per_shard)] or [[]]
+    rollouts = resolve(cfg, "rollouts")
+    for chunk in chunks[:-1]:  # every chunk but the last is its own group; complete_chain commits the last
+        rollouts.commit({"turns": chunk}, FIXTURE)
+    return complete_chain(cfg, {"questions": {"questions": questions},
+                                "rollouts": {"trajectories": [ep.trajectory for ep in episodes],
+                                             "turns": chunks[-1]}})
 
 
 class FakeTeacher:

@@ -18,13 +18,17 @@ def test_thread_runner_uses_max_workers() -> None:
     assert isinstance(r, ThreadPoolTaskRunner) and r._max_workers == 3
 
 
-def test_managed_teacher_rollouts_run_one_batch_at_a_time() -> None:
-    cfg = load_config(None, {"flows.max_workers": 8, "teacher.backend": "cpu"})
+def test_managed_teacher_batches_share_one_server_in_the_flow_process() -> None:
+    # One teacher per stage run (hopforge.llm.service): batches run concurrently against it; with
+    # Dask selected, a teacher stage with a managed server still runs on the flow's threads.
+    cfg = load_config(None, {"flows.max_workers": 8, "teacher.backend": "cpu", "flows.task_runner": "dask"})
     assert teacher_is_managed(cfg)
-    assert make_task_runner(cfg, stage="rollouts")._max_workers == 1
-    assert make_task_runner(cfg, stage="graph")._max_workers == 8
+    r = make_task_runner(cfg, stage="rollouts")
+    assert isinstance(r, ThreadPoolTaskRunner) and r._max_workers == 8
     shared = load_config(None, {"teacher.backend": "vllm", "teacher.base_url": "http://127.0.0.1:8000/v1"})
     assert not teacher_is_managed(shared)
+    assert not teacher_is_managed(load_config(None, {"teacher.backend": "vllm",
+                                                     "teacher.base_urls": ["http://a:8000", "http://b:8000"]}))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("prefect_dask") is None, reason="prefect-dask not installed")

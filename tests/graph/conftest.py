@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bz2
+import html
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,21 @@ def page_xml(page_id: int, title: str, text: str, *, redirect: str | None = None
     return (f"<page><title>{escape(title)}</title><ns>0</ns><id>{page_id}</id>{red}"
             f"<revision><id>{page_id * 10}</id><timestamp>2024-01-0{page_id % 9 + 1}T00:00:00Z</timestamp>"
             f'<text xml:space="preserve">{escape(text)}</text></revision></page>\n')
+
+
+def cut_bz2(src: Path, dest: Path, fraction: float) -> tuple[Path, int, list[str]]:
+    """``src`` recompressed with 100 kB bz2 blocks and cut after ``fraction`` of its bytes.
+
+    Returns (the cut dump, its length in bytes, the titles of the pages that survive whole,
+    in dump order), the last one being the break's "last complete page". The titles come from
+    what Python's own bz2 decompressor recovers, not from hopforge's reader."""
+    data = bz2.compress(bz2.decompress(src.read_bytes()), compresslevel=1)
+    cut = data[: int(len(data) * fraction)]
+    dest.write_bytes(cut)
+    recovered = bz2.BZ2Decompressor().decompress(cut)
+    pages = re.findall(rb"<page>.*?</page>", recovered, re.S)
+    titles = [html.unescape(re.search(rb"<title>(.*?)</title>", p).group(1).decode()) for p in pages]
+    return dest, len(cut), titles
 
 
 @pytest.fixture(scope="session")

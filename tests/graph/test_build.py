@@ -43,7 +43,8 @@ def test_redirect_chain_cycle_and_links_via_redirect(tmp_path):
     assert pagerows["Paris"]["red_links"] == 1  # [[Nowhere]]; redirects in the dump are not red
     assert pagerows["France"]["red_links"] == 0
     # Paris -> France twice (direct and via Frankreich): one CSR edge, the first occurrence.
-    assert stats["graph"]["edges"] == 2 and stats["graph"]["links_via_redirect"] == 2
+    assert stats.edges == 2 and stats.links_via_redirect == 2
+    assert stats.redirect_cycles == 2 and stats.nodes == 2 and stats.redirects == 5
 
 
 def test_resolve_redirects_unit():

@@ -100,3 +100,28 @@ def test_concatenated_bz2_streams_are_read_through(tmp_path):
     multi.write_bytes(bz2.compress(doc[:mid]) + bz2.compress(doc[mid:]))
     titles = [page_head(i).title for i in _items(multi) if isinstance(i, bytes)]
     assert titles == ["Alpha", "Beta"]
+
+
+def test_byte_range_the_file_ends_inside_is_truncated_even_at_a_stream_boundary(tmp_path):
+    """A multistream batch reads [start, end) from the index; a file cut between two streams must
+    not look like a range that ended cleanly. A range wholly past the end reports nothing (the range
+    the file ends in does)."""
+    streams = [bz2.compress(page_xml(i, f"P{i}", "x").encode()) for i in range(1, 4)]
+    offsets = [0, len(streams[0]), len(streams[0]) + len(streams[1])]
+    dump = tmp_path / "ms.xml.bz2"
+    dump.write_bytes(b"".join(streams[:2]))  # the third stream is gone: cut exactly at offsets[2]
+    end = offsets[2] + len(streams[2])
+
+    blocks = open_blocks(dump, offsets[1], end)
+    assert [page_head(i).title for i in iter_pages(blocks, want_header=False) if isinstance(i, bytes)] == ["P2"]
+    assert blocks.error is not None and blocks.error.reason == "truncated_dump"
+    assert blocks.error.offset == offsets[2] and f"compressed byte {offsets[2]}" in blocks.error.detail
+
+    at_end = open_blocks(dump, offsets[2], end)  # starts exactly where the file ends
+    assert list(iter_pages(at_end, want_header=False)) == [at_end.error] and at_end.error.offset == offsets[2]
+
+    past = open_blocks(dump, end, end + 100)
+    assert list(iter_pages(past, want_header=False)) == [] and past.error is None
+
+    whole = open_blocks(dump, 0, offsets[2])  # a range that ends where the file does is intact
+    assert len(list(iter_pages(whole, want_header=False))) == 2 and whole.error is None

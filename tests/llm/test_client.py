@@ -8,11 +8,12 @@ import orjson
 import pytest
 
 from hopforge.errors import TeacherError
-from hopforge.rollouts.protocol import ChatProtocol
-from hopforge.testing.scripted import FaultPlan, LoopPolicy, ScriptedServer
 from hopforge.llm.client import LeanTransport, Retry, SDKTransport, Teacher, TransientError
+from hopforge.testing.scripted import FaultPlan, LoopPolicy, ScriptedServer
 
-PROTO = ChatProtocol("scripted", max_tokens=32, temperature=0.0)
+# A chat request as any caller makes it (the client does not know the rollout's tool protocol).
+BODY = orjson.dumps({"model": "scripted", "messages": [{"role": "user", "content": "Q?"}], "max_tokens": 32,
+                     "temperature": 0.0})
 
 
 def teacher_for(server: ScriptedServer, client: str = "lean", retries: int = 3, timeout: float = 1.0) -> Teacher:
@@ -22,9 +23,8 @@ def teacher_for(server: ScriptedServer, client: str = "lean", retries: int = 3, 
                    model="scripted", max_in_flight=4, retry=Retry(retries, 0.01, 0.02))
 
 
-def body(proto: ChatProtocol) -> bytes:
-    conv, _ = proto.start("Q?")
-    return proto.body(conv)
+def tool_called(resp: dict) -> str:
+    return resp["choices"][0]["message"]["tool_calls"][0]["function"]["name"]
 
 
 @pytest.mark.parametrize("client", ["lean", "sdk"])
@@ -34,14 +34,13 @@ def test_transient_faults_are_retried_and_counted(client: str, fault: str) -> No
     with ScriptedServer(LoopPolicy(3), faults=plan) as server:
         async def go() -> tuple[object, int]:
             async with teacher_for(server, client) as t:
-                resp, retries, _ = await t.post("/v1/chat/completions", body(PROTO))
+                resp, retries, _ = await t.post("/v1/chat/completions", BODY)
                 return resp, retries
 
         resp, retries = asyncio.run(go())
         assert retries == 2 and server.requests == 3
         assert server.faults_injected[fault] == 2
-        turn = ChatProtocol("m", max_tokens=1, temperature=0).parse(resp)
-        assert turn.action is not None and turn.action.name == "search"
+        assert tool_called(resp) == "search"
 
 
 @pytest.mark.parametrize("client", ["lean", "sdk"])
@@ -49,24 +48,26 @@ def test_retries_exhausted_raise_teacher_error_naming_the_cause(client: str) -> 
     with ScriptedServer(LoopPolicy(3), faults=FaultPlan(rate=1.0, kinds=("http_500",))) as server:
         async def go() -> None:
             async with teacher_for(server, client, retries=2) as t:
-                await t.post("/v1/chat/completions", body(PROTO))
+                await t.post("/v1/chat/completions", BODY)
 
         with pytest.raises(TeacherError, match=r"HTTP 500.*gave up after 2 retries"):
             asyncio.run(go())
         assert server.requests == 3
 
 
-def test_garbage_tool_call_reaches_the_parser_not_the_retry_loop() -> None:
+def test_garbage_tool_call_is_returned_not_retried() -> None:
+    # A 200 with a malformed tool call is the model's output: the rollout's parser judges it
+    # (tests/rollouts/test_protocol.py), the client neither retries nor rejects it.
     with ScriptedServer(LoopPolicy(3), faults=FaultPlan(schedule={1: "garbage"})) as server:
-        async def go() -> object:
+        async def go() -> tuple[dict, int]:
             async with teacher_for(server) as t:
-                resp, retries, _ = await t.post("/v1/chat/completions", body(PROTO))
-                assert retries == 0
-                return PROTO.parse(resp)
+                resp, retries, _ = await t.post("/v1/chat/completions", BODY)
+                return resp, retries
 
-        turn = asyncio.run(go())
-        assert turn.action is None
-        assert turn.parse_error is not None and turn.parse_error.startswith("serch: arguments are not valid JSON")
+        resp, retries = asyncio.run(go())
+        assert retries == 0 and server.requests == 1
+        assert resp["choices"][0]["message"]["tool_calls"][0]["function"] == {"name": "serch",
+                                                                              "arguments": '{"query": '}
 
 
 def test_client_error_4xx_is_not_retried() -> None:
@@ -105,7 +106,7 @@ def test_in_flight_bound_is_global() -> None:
             async with teacher_for(server) as t:  # max_in_flight=4
                 async def one() -> None:
                     nonlocal peak
-                    task = asyncio.create_task(t.post("/v1/chat/completions", body(PROTO)))
+                    task = asyncio.create_task(t.post("/v1/chat/completions", BODY))
                     while not task.done():
                         peak = max(peak, t.in_flight)
                         await asyncio.sleep(0.005)
@@ -160,7 +161,10 @@ def test_make_teacher_picks_protocol_transport_and_server() -> None:
     assert vllm.kind == "chat" and isinstance(vllm.transport, SDKTransport)
     assert vllm.server is not None and vllm.server.cmd[:2] == ["vllm", "serve"]
     attached = make_teacher(load_config(None, {"teacher.backend": "vllm", "teacher.base_url": "http://127.0.0.1:9/v1"}))
-    assert attached.server is None and isinstance(attached.transport, LeanTransport)
+    assert attached.server is None and isinstance(attached.transport, LeanTransport) and attached.kind == "chat"
+    forced = make_teacher(load_config(None, {"teacher.backend": "vllm", "teacher.protocol": "text",
+                                             "teacher.base_url": "http://127.0.0.1:9"}))
+    assert forced.kind == "text"  # teacher.protocol overrides the backend's default
     assert attached.transport.base_url == "http://127.0.0.1:9"
     with pytest.raises(TeacherError, match="needs teacher.base_url"):
         make_teacher(load_config(None, {"teacher.backend": "openai"}))

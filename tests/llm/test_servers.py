@@ -92,3 +92,30 @@ def test_startup_failure_and_timeout_are_clear_errors() -> None:
     assert silent.proc is None
     with pytest.raises(TeacherError, match="cannot start teacher server"):
         ManagedServer(["/nonexistent/vllm"], "http://127.0.0.1:1/health").start()
+
+
+def test_stop_during_startup_ends_the_wait_at_once() -> None:
+    # The watchdog restarts a server in a thread; a teacher that closes meanwhile stops it. The
+    # restart must then give up at once, not poll until startup_timeout_s (asyncio.run waits for it).
+    import threading
+
+    port = free_port()
+    server = ManagedServer([sys.executable, "-c", "import time; time.sleep(60)"], f"http://127.0.0.1:{port}/health",
+                           startup_timeout_s=30)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            server.start()
+        except TeacherError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=start)
+    t.start()
+    while server.proc is None:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    server.stop()
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - t0 < 5
+    assert len(errors) == 1 and "stopped during startup" in str(errors[0])

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tests.publish.export_rows import HARMFUL, KEPT, QUESTIONS, SYSTEM
 from hopforge.cli import app
 from hopforge.errors import StorageError
-from hopforge.storage import export as export_mod
+from hopforge.publish import export as export_mod
 from hopforge.publish.conversation import SUMMARY_HEADER, TOOL_SCHEMAS, shorten_reasoning
 from hopforge.publish.export import MANIFEST_NAME, export_dataset, push_to_hub, split_of
 
@@ -514,7 +514,7 @@ def test_cli_export_writes_dataset_and_card(run_dir, tmp_path):
 
 
 def _real_run(tmp_path: Path, policy: Any, faults: Any = None, **over: Any):
-    from hopforge.rollouts.engine import run_rollouts
+    from hopforge.rollouts import run_rollouts
     from hopforge.testing.scripted import ScriptedServer
     from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
 
@@ -530,6 +530,7 @@ def _real_run(tmp_path: Path, policy: Any, faults: Any = None, **over: Any):
 def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, protocol):
     from hopforge.filters import run_filters
     from hopforge.labels.stage import run_labels
+    from hopforge.stage import resolve, selection_for
     from hopforge.storage import query_arrow
     from hopforge.testing.scripted import FaultPlan, OraclePolicy
     from tests.rollouts.rollout_fixtures import QUESTIONS as ROLLOUT_QUESTIONS
@@ -538,12 +539,14 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
                          **{"teacher.protocol": protocol, "rollout.retries": 4})
     run_filters(cfg)
     run_labels(cfg)
-    kept = {r["trajectory_id"] for r in query_arrow(out, "SELECT trajectory_id FROM kept").to_pylist()}
+    sel = selection_for(resolve(cfg, "labels"))  # what the publish stage exports: this chain
+    kept = {r["trajectory_id"] for r in query_arrow(out, "SELECT trajectory_id FROM kept", selection=sel).to_pylist()}
     assert kept
-    manifest = export_dataset(cfg, "trl", tmp_path / "trl", include_rejected=True)
+    manifest = export_dataset(cfg, "trl", tmp_path / "trl", include_rejected=True, selection=sel)
     rows = _rows(_load(tmp_path / "trl", manifest))
     src = query_arrow(out, "SELECT trajectory_id, turn_index, role, content, raw_output, tool_call_id, tool_name, "
-                           "parse_error, loss_weight FROM turns ORDER BY trajectory_id, turn_index").to_pylist()
+                           "parse_error, loss_weight FROM turns ORDER BY trajectory_id, turn_index",
+                      selection=sel).to_pylist()
     assert len(rows) == len({t["trajectory_id"] for t in src})
     parse_errors = substituted = 0
     for row in rows:
@@ -573,7 +576,7 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
     assert substituted >= (1 if protocol == "chat" else 0)  # chat: bad JSON args, empty content
     from hopforge.publish.card import render_card
 
-    card = render_card(cfg, tmp_path / "trl").read_text()
+    card = render_card(cfg, tmp_path / "trl", selection=sel).read_text()
     assert "trajectories come from the scripted test teacher" in card
     assert f"| kept | {len(kept)} |" in card
     # rule labels without a judge are labels: the card must not call those turns unlabelled
@@ -581,16 +584,19 @@ def test_real_rollouts_with_filters_and_labels_export_and_format(tmp_path, proto
 
 
 def test_real_long_horizon_rollout_windows_start_where_the_teacher_summarized(tmp_path):
+    from hopforge.stage import resolve, selection_for
     from hopforge.storage import query_arrow
     from hopforge.testing.scripted import LoopPolicy
 
     cfg, out = _real_run(tmp_path, LoopPolicy(10_000, titles=["Long page"]),
                          **{"teacher.context_tokens": 3000, "teacher.max_tokens": 64, "rollout.max_turns": 30,
                             "export.window_turns": 8})
+    sel = selection_for(resolve(cfg, "rollouts"))
     summarized = query_arrow(out, "SELECT trajectory_id, tool_call_id FROM turns WHERE role = 'assistant' "
-                                  "AND context_action = 'summarized'").to_pylist()
+                                  "AND context_action = 'summarized'", selection=sel).to_pylist()
     assert summarized, "the rollout did not summarise its context; the fixture needs a longer horizon"
-    manifest = export_dataset(cfg, "trl", tmp_path / "w", include_rejected=True)  # turn_limit: not kept
+    manifest = export_dataset(cfg, "trl", tmp_path / "w", include_rejected=True, selection=sel)  # turn_limit: not kept
+    assert manifest["source"]["runs"]["trajectories"] == [resolve(cfg, "rollouts").fingerprint]
     rows = _rows(_load(tmp_path / "w", manifest))
     first_call = {(r["trajectory_id"], r["window"]): next(m for m in r["messages"] if m["role"] == "assistant")
                   ["tool_calls"][0]["id"] for r in rows}

@@ -41,18 +41,21 @@ QUESTIONS = [
 ]
 
 
-def write_wiki(out: Path, questions: list[dict] | None = None, cfg: Config | None = None) -> Config:
+def write_wiki(out: Path, questions: list[dict] | None = None, cfg: Config | None = None, *,
+               screen: bool = True) -> Config:
     """The invented wiki as the complete output of the graph, question and screen stages of ``cfg``
-    (default: :func:`rollout_cfg`), so the rollout stage of that config can run on it."""
+    (default: :func:`rollout_cfg`), so the rollout stage of that config can run on it.
+
+    ``screen=False`` stops after the question stage (a test then runs the real screen stage)."""
     cfg = cfg or rollout_cfg(out)
     pages = [{"page_id": i + 1, "title": t, "ns": 0, "text": text, "lead": text.split("\n\n")[0]}
              for i, (t, text) in enumerate(PAGES.items())]
     reds = [{"title": k, "page_id": 100 + i, "target": v} for i, (k, v) in enumerate(REDIRECTS.items())]
-    qs = [{**q, "hops": len(q["path"]), "passed": True, "answer_aliases": []} for q in (questions or QUESTIONS)]
+    qs = [{"hops": len(q["path"]), "passed": True, "answer_aliases": [], **q} for q in (questions or QUESTIONS)]
     complete_chain(cfg, {"graph": {"pages": pa.Table.from_pylist(pages, schema=schema_for("pages")),
                                    "redirects": pa.Table.from_pylist(reds, schema=schema_for("redirects"))},
                          "questions": {"questions": pa.Table.from_pylist(qs, schema=schema_for("questions"))},
-                         "screen": {}})
+                         **({"screen": {}} if screen else {})})
     return cfg
 
 

@@ -6,7 +6,11 @@ import pytest
 
 from hopforge.errors import StorageError
 from hopforge.rollouts.environment import Environment, paginate
+from hopforge.stage import resolve
+from hopforge.storage import read_table
+from hopforge.testing.stages import complete_stage
 from hopforge.text.titles import normalize_title
+from tests.rollouts.rollout_fixtures import PAGES, rollout_cfg, write_wiki
 
 
 def test_search_ranks_the_passage_that_names_the_entity(wiki: Path) -> None:
@@ -60,11 +64,26 @@ def test_index_is_cached_under_out_and_rebuilt_when_pages_change(wiki: Path) -> 
     assert len(caches) == 1 and (caches[0] / "done").exists()
     env = Environment.from_tables(wiki)  # loaded from the cache
     assert env.search("Quillon camera")[0].title == "Ostra Optics"
-    from tests.rollouts.rollout_fixtures import write_wiki  # noqa: PLC0415
-
-    write_wiki(wiki, run_id="second")  # new shards => new key
+    write_wiki(wiki, cfg=rollout_cfg(wiki, **{"run.run_id": "second"}))  # another graph run => new key
     Environment.from_tables(wiki)
     assert len(list((wiki / "_cache").iterdir())) == 2
+
+
+def test_from_tables_reads_one_graph_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = resolve(write_wiki(out), "graph").fingerprint
+    cfg = rollout_cfg(out, **{"run.run_id": "second", "graph.dump": "other-wiki.xml"})
+    second = resolve(cfg, "graph").fingerprint
+    complete_stage(cfg, "graph", {"pages": [{"page_id": 1, "title": "Veloria", "ns": 0, "lead": "",
+                                             "text": "Veloria is a moon of the planet Tarsis, nothing more."}]})
+    assert read_table(out, "pages").num_rows == len(PAGES) + 1  # both runs in one table
+    env = Environment.from_tables(out, second)
+    assert env.titles == ["Veloria"] and env.num_passages == 1  # no duplicate passage from the other run
+    assert "moon of the planet Tarsis" in env.render_visit("Veloria")
+    assert len(Environment.from_tables(out, first).titles) == len(PAGES)
+    assert "capital of Veloria is Marren" in Environment.from_tables(out, first).render_visit("Veloria")
+    # Without a run: the latest complete graph run.
+    assert Environment.from_tables(out).titles == ["Veloria"]
 
 
 def test_no_pages_is_a_clear_error(tmp_path: Path) -> None:

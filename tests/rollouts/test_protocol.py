@@ -84,21 +84,6 @@ def test_chat_think_tags_go_to_reasoning(chat: ChatProtocol) -> None:
     assert turn.reasoning == "river of Marren" and turn.content == "Done."
 
 
-def test_fold_replaces_old_observations_with_stubs(chat: ChatProtocol) -> None:
-    conv, _ = chat.start("Q")
-    for i in range(4):
-        turn = chat.parse(chat_resp(call("search", f'{{"query": "q{i}"}}', cid=f"c{i}")))
-        chat.append_turn(conv, turn)
-        chat.append_observation(conv, turn, f"Results {i}\n" + "x" * 1000)
-    before = conv.chars
-    assert chat.fold(conv, keep_last=2) == 2
-    assert conv.chars < before - 1800
-    msgs = orjson.loads(chat.body(conv))["messages"]
-    assert msgs[3]["content"].startswith("Results 0 [... 1010 chars elided")
-    assert msgs[-1]["content"].endswith("x" * 1000)
-    assert chat.fold(conv, keep_last=2) == 0  # idempotent
-
-
 def text_resp(text: str) -> dict:
     return {"choices": [{"text": text, "finish_reason": "stop"}]}
 
@@ -148,18 +133,4 @@ def test_text_observation_lines_cannot_pose_as_protocol_lines() -> None:
     assert prompt.count("\nQuestion:") == 3  # two few-shot questions + the real one
 
 
-def test_summarize_drops_oldest_turns_keeps_pairs_and_lists_what_they_saw(chat: ChatProtocol) -> None:
-    conv, _ = chat.start("Q")
-    for i in range(8):
-        turn = chat.parse(chat_resp(call("visit", f'{{"title": "P{i}"}}', cid=f"c{i}")))
-        chat.append_turn(conv, turn)
-        chat.append_observation(conv, turn, f"Page: P{i}\n" + "y" * 500)
-    assert chat.summarize(conv) == 4
-    msgs = orjson.loads(chat.body(conv))["messages"]
-    assert msgs[2]["role"] == "user" and "- Page: P0" in msgs[2]["content"] and "- Page: P3" in msgs[2]["content"]
-    assert msgs[3]["tool_calls"][0]["id"] == "c4" and msgs[4]["tool_call_id"] == "c4"  # pairs intact
-    assert len(msgs) == 3 + 8 and conv.chars == sum(len(p) for p in conv.parts)
-    assert chat.summarize(conv) == 2  # a second summary replaces the first
-    msgs = orjson.loads(chat.body(conv))["messages"]
-    assert "- Page: P0" in msgs[2]["content"] and "- Page: P5" in msgs[2]["content"] and msgs[3]["tool_calls"][0]["id"] == "c6"
-    assert chat.fold(conv, keep_last=1) == 1 and "elided" in orjson.loads(chat.body(conv))["messages"][4]["content"]
+# Folding (one large step, a cached head) is tested in tests/rollouts/test_long_horizon.py.

@@ -13,11 +13,12 @@ rolls out the passed questions that have none. Closed-book rates land in ``diffi
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -26,7 +27,8 @@ from hopforge.filters.decontaminate import contaminated_questions, load_benchmar
 from hopforge.filters.dedup import near_duplicate_questions
 from hopforge.filters.difficulty import Solver, calibrate, no_tool_solver
 from hopforge.llm.client import TextClient, open_teacher
-from hopforge.stage import Batch, Stage, StageRun, StageStats, teacher_identity
+from hopforge.llm.service import release_teachers
+from hopforge.stage import Batch, Stage, StageRun, StageStats
 
 SCREEN = Batch("screen", 0)
 QUESTION_COLUMNS = ["question_id", "question", "answer", "answer_aliases", "passed"]
@@ -55,8 +57,6 @@ class ScreenStage(Stage):
         if cfg.screen.decontaminate is not None:
             p = Path(cfg.screen.decontaminate)
             s["decontaminate"] = {"name": p.name, "size": p.stat().st_size if p.exists() else None}
-        if cfg.screen.difficulty_k > 0:
-            s["teacher"] = teacher_identity(cfg)
         return s
 
     def talks_to_teacher(self, cfg: Config) -> bool:
@@ -84,7 +84,7 @@ class ScreenStage(Stage):
         difficulty: list[dict[str, Any]] = []
         if sc.difficulty_k > 0:
             todo = [questions[k] for k in sorted(questions) if k not in verdicts]
-            difficulty = asyncio.run(self._calibrate(cfg, todo))
+            difficulty = asyncio.run(self._calibrate(run, todo))
             for r in difficulty:
                 if r["solve_rate_no_tools"] > sc.max_solve_rate_no_tools:
                     verdicts[r["question_id"]] = ("difficulty", "solvable_without_tools",
@@ -97,12 +97,14 @@ class ScreenStage(Stage):
                            calibrated=len(difficulty), rejects=dict(Counter(v[1] for v in verdicts.values())),
                            rows={i.table: i.rows for i in infos}, cpu_seconds=time.process_time() - t0)
 
-    async def _calibrate(self, cfg: Config, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _calibrate(self, run: StageRun, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not todo:
             return []
+        cfg = run.cfg
         sc = cfg.screen
         solver = self.solver
-        async with open_teacher(cfg, self.client) as client:
+        run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+        async with open_teacher(cfg, self.client, "screen.difficulty_k", scope=run.fingerprint) as client:
             solver = solver or no_tool_solver(client)
             return await calibrate(todo, k=sc.difficulty_k, solve_no_tools=solver, f1_threshold=sc.f1_threshold,
                                    teacher_model=cfg.teacher.model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,8 @@ from hopforge.filters.effort import EffortFilter
 from hopforge.filters.format import FormatFilter
 from hopforge.filters.steps import Filter, FilterPipeline, reject_row
 from hopforge.llm.client import TextClient, open_teacher
-from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.llm.service import release_teachers
+from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage
 from hopforge.storage.episodes import Episode, iter_episodes, load_questions
 
 FILTERS = Batch("filters", 0)
@@ -50,12 +52,6 @@ class FilterStage(Stage):
 
     def __init__(self, judge: TextClient | None = None) -> None:
         self.judge = judge  # injected by tests; else the configured teacher when filters.llm_judge
-
-    def settings(self, cfg: Config) -> dict[str, Any]:
-        s = super().settings(cfg)
-        if cfg.filters.llm_judge:
-            s["teacher"] = teacher_identity(cfg)
-        return s
 
     def talks_to_teacher(self, cfg: Config) -> bool:
         return cfg.filters.llm_judge
@@ -83,7 +79,9 @@ class FilterStage(Stage):
         async with contextlib.AsyncExitStack() as stack:
             judge = None
             if f.llm_judge:
-                judge = await stack.enter_async_context(open_teacher(cfg, self.judge, "filters.llm_judge"))
+                run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+                judge = await stack.enter_async_context(open_teacher(cfg, self.judge, "filters.llm_judge",
+                                                                     scope=run.fingerprint))
             steps = build_steps(run, questions, judge)
             pipeline = FilterPipeline(steps)
             kept: list[dict[str, Any]] = []

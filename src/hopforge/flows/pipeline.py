@@ -31,6 +31,7 @@ from hopforge.flows.runners import cluster_for, make_task_runner
 from hopforge.stage import (
     STAGES,
     Empty,
+    close_run,
     get_stage,
     owner_name,
     prepare,
@@ -58,7 +59,7 @@ def stage_flow(name: str, cfg: Config, wait_for_lease: bool | float = False) -> 
     t0 = time.monotonic()
     report = StageReport(name, fingerprint=run.fingerprint)
     with Lease(run.out, name, owner=owner_name("hopforge flow")).acquire(wait=wait_for_lease):
-        skip, done = prepare(run)
+        run, skip, done = prepare(run)
         if done is not None:
             report.stats, report.empty = done.to_dict(), skip or done.empty
             report.skipped = done.batches if skip is None else 0
@@ -72,8 +73,13 @@ def stage_flow(name: str, cfg: Config, wait_for_lease: bool | float = False) -> 
             report.stats, report.empty = stats.to_dict(), e.reason
             return report.to_dict()
         t = tasks.configure(tasks.batch_task, cfg, talks_to_teacher=stage.talks_to_teacher(cfg))
-        futures = [(b.label, t.submit(name, run, b, label=b.label)) for b in batches]
-        wait([f for _, f in futures])
+        try:
+            futures = [(b.label, t.submit(name, run, b, label=b.label)) for b in batches]
+            wait([f for _, f in futures])
+        finally:
+            # Batches on the thread runner shared this process's teacher: stop it (Dask and Ray
+            # workers hold their own, see docs/rollout.md).
+            close_run(run)
         results = []
         for label, fut in futures:
             state = fut.state

@@ -107,11 +107,14 @@ def failure_message(summary: Mapping[str, Any]) -> str:
             "Finished batches are saved: re-run the same command to retry only the failed ones.")
 
 
-def stage_outcome(s: Mapping[str, Any]) -> str:
-    """``ran`` / ``skipped (complete)`` / ``nothing to do: …`` / ``failed`` for one stage report."""
+def stage_outcome(s: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> str:
+    """``ran`` / ``skipped (complete)`` / ``nothing to do: …`` / ``failed`` for one stage report
+    (``previous``: the report of the stage before it, whose "nothing to do" this one inherits)."""
     if s["failures"]:
         return "failed"
     if s.get("empty"):
+        if previous is not None and previous.get("empty") == s["empty"]:
+            return "skipped (nothing to do upstream)"
         return f"nothing to do: {s['empty']}"
     if s["tasks"] and s["skipped"] == s["tasks"]:
         return "skipped (complete)"
@@ -127,9 +130,11 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines += [f"Skipped: {summary['held']}", ""]
     lines += ["## Stages", "", "| stage | fingerprint | batches | ran | skipped | failed | seconds | outcome |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
+    prev = None
     for s in summary["stages"]:
         lines.append(f"| {s['stage']} | `{s['fingerprint']}` | {s['tasks']} | {s['ran']} | {s['skipped']} | "
-                     f"{len(s['failures'])} | {s['seconds']:.1f} | {stage_outcome(s)} |")
+                     f"{len(s['failures'])} | {s['seconds']:.1f} | {stage_outcome(s, prev)} |")
+        prev = s
     for name in summary["skipped_stages"]:
         lines.append(f"| {name} | | – | – | – | – | – | not run |")
     lines += ["", "## Funnel (rows)", "", "| table | this chain | all runs |", "|---|---:|---:|"]

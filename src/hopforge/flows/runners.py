@@ -34,8 +34,10 @@ def cluster_for(cfg: Config) -> Iterator[str | None]:
 
     For ``dask`` without ``flows.dask_address`` this starts one LocalCluster of
     ``flows.dask_workers`` worker processes on 127.0.0.1 for the whole pipeline
-    (instead of one per stage flow) and closes it afterwards. Otherwise it yields
-    the configured address (None = the runner's own default).
+    (instead of one per stage flow) and closes it afterwards; likewise ``ray``
+    without ``flows.ray_address`` starts one local Ray instance (no dashboard) that
+    every stage's RayTaskRunner joins, unless this process already joined one.
+    Otherwise it yields the configured address (None = the runner's own default).
     """
     fc = cfg.flows
     if fc.task_runner == "dask" and not fc.dask_address:
@@ -49,6 +51,20 @@ def cluster_for(cfg: Config) -> Iterator[str | None]:
                           host="127.0.0.1", dashboard_address=None) as cluster:
             yield cluster.scheduler_address
         return
+    if fc.task_runner == "ray" and not fc.ray_address:
+        try:
+            import ray
+        except ImportError as e:
+            raise _missing_extra("ray", "prefect-ray", e) from None
+        if ray.is_initialized():  # e.g. a test or notebook that started Ray itself
+            yield None
+            return
+        ray.init(include_dashboard=False, log_to_driver=False)
+        try:
+            yield None
+        finally:
+            ray.shutdown()
+        return
     if fc.task_runner == "dask":
         yield fc.dask_address
     elif fc.task_runner == "ray":
@@ -58,24 +74,26 @@ def cluster_for(cfg: Config) -> Iterator[str | None]:
 
 
 def teacher_is_managed(cfg: Config) -> bool:
-    """True when each rollout batch would launch its own local model server on
-    ``teacher.host:teacher.port`` (cpu / vllm backends without ``teacher.base_url``)."""
-    return cfg.teacher.backend in ("cpu", "vllm") and not cfg.teacher.base_url
+    """True when hopforge launches the model server itself on ``teacher.host:teacher.port``
+    (cpu / vllm backends without ``teacher.base_url`` or ``teacher.base_urls``)."""
+    return cfg.teacher.backend in ("cpu", "vllm") and not cfg.teacher.endpoints()
 
 
 def make_task_runner(cfg: Config, address: str | None = None, stage: str | None = None) -> Any:
     """A fresh Prefect task runner for one flow run, as ``cfg.flows.task_runner`` says.
 
     ``address`` (from :func:`cluster_for`) overrides the configured cluster address.
-    Teacher-bound batches (rollouts, LLM-composed questions) with a hopforge-managed
-    teacher run one at a time in the flow process: each batch starts the server on
-    the same fixed port, so two at once would collide (and two model copies would
-    not fit a GPU anyway). To scale rollouts out, start the server once and set
-    ``teacher.base_url``.
+    Batches of one stage run share one teacher per process (:mod:`hopforge.llm.service`):
+    with the thread runner, ``flows.max_workers`` batches run at once against the one
+    server. A teacher-bound stage with a hopforge-managed server (cpu / vllm without
+    ``base_url(s)``) runs on threads of the flow process even when Dask or Ray is selected:
+    worker processes would each launch a model on the same port and GPU. To spread
+    rollouts over Dask/Ray workers, serve the model yourself and list the endpoints in
+    ``teacher.base_urls``.
     """
     fc = cfg.flows
     if stage is not None and get_stage(stage).talks_to_teacher(cfg) and teacher_is_managed(cfg):
-        return ThreadPoolTaskRunner(max_workers=1)
+        return ThreadPoolTaskRunner(max_workers=fc.max_workers)
     if fc.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=fc.max_workers)
     if fc.task_runner == "dask":

@@ -14,6 +14,7 @@ a :class:`DumpBreak` after the last good page so callers keep everything before 
 from __future__ import annotations
 
 import bz2
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class _Bz2Blocks:
 
     def __iter__(self) -> Iterator[bytes]:
         with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             f.seek(self.start)
             dec = bz2.BZ2Decompressor()
             fresh = True
@@ -105,7 +107,10 @@ class _Bz2Blocks:
                 want = BZ2_READ if self.end is None else min(BZ2_READ, self.end - self.offset)
                 raw = f.read(want) if want > 0 else b""
                 if not raw:
-                    if not fresh and not dec.eof:
+                    # A byte range (multistream batch) the file ends inside, even at a stream boundary.
+                    # A range that starts past the end is left to the range the file ends in.
+                    cut_short = self.end is not None and self.offset < self.end and self.start <= size
+                    if (not fresh and not dec.eof) or cut_short:
                         self.error = DumpBreak("truncated_dump", self.offset, True,
                                                f"{self.path}: bz2 stream ends early at compressed byte {self.offset}")
                     return

@@ -83,6 +83,7 @@ class IngestBatch:
     site: dict = field(default_factory=dict, hash=False, compare=False)
     titles_path: str = ""
     breaks: tuple = ()  # DumpBreak dicts found while planning, written as rejects by this batch
+    prev_title: str = ""  # multistream: the dump's page before this batch (a break's "last complete page")
 
 
 # ----------------------------------------------------------------------------- planning
@@ -207,25 +208,28 @@ def _plan_multistream(cfg: Config, dump: Path, index: Path, key: str, work: Path
                 f.write(t + "\n")
     os.replace(titles_path.with_suffix(".tmp"), titles_path)
 
-    streams: list[tuple[int, int, int, int]] = []  # offset, pages, first id, last id
-    for off, pid, _t in rows:
+    streams: list[tuple[int, int, int, int, str]] = []  # offset, pages, first id, last id, last title
+    for off, pid, title in rows:
         if streams and streams[-1][0] == off:
-            o, c, a, _b = streams[-1]
-            streams[-1] = (o, c + 1, a, pid)
+            o, c, a, _b, _t = streams[-1]
+            streams[-1] = (o, c + 1, a, pid, title)
         else:
-            streams.append((off, 1, pid, pid))
+            streams.append((off, 1, pid, pid, title))
     size = dump.stat().st_size
     batches: list[IngestBatch] = []
-    group: list[tuple[int, int, int, int]] = []
+    group: list[tuple[int, int, int, int, str]] = []
+    prev_title = ""
 
     def close(end: int) -> None:
+        nonlocal prev_title
         if not group:
             return
         i = len(batches)
         n = sum(s[1] for s in group)
         bid = content_id(key, i, group[0][2], group[-1][3], n, prefix="b")
         batches.append(IngestBatch(bid, i, dump.name, "multistream", str(dump), group[0][0], end, n,
-                                   site.to_dict(), str(titles_path)))
+                                   site.to_dict(), str(titles_path), prev_title=prev_title))
+        prev_title = group[-1][4]
         group.clear()
 
     for j, s in enumerate(streams):
@@ -370,13 +374,16 @@ def parse_batch(graph: dict[str, Any], batch: IngestBatch) -> ParsedBatch:
     blocks = open_blocks(Path(batch.path), batch.start, batch.end) if batch.kind == "multistream" \
         else _ZstdBlocks(batch.path)
     seen = 0
-    last_title: str | None = None
+    last_title: str | None = batch.prev_title or None
     for item in iter_pages(blocks, want_header=False):
         if isinstance(item, DumpBreak):
             where = f"; last complete page: {last_title!r}" if last_title else "; no complete page before it"
             rejects.append(_reject(item.reason, "", item.detail + where, step="read_dump"))
             continue
         seen += 1
+        # Every page read whole counts for "last complete page", whatever becomes of it (redirect,
+        # other namespace, reject), as in the sequential planner.
+        last_title = page_head(item).title or last_title
         try:
             el = ET.fromstring(item)
         except ET.ParseError as e:
@@ -443,10 +450,7 @@ def parse_batch(graph: dict[str, Any], batch: IngestBatch) -> ParsedBatch:
             "wikitext_bytes": len(text.encode("utf-8")), "red_links": red_links, "source": batch.source,
         }
         links[page_id] = (title, parsed.links)
-        last_title = title
-    if blocks.error is not None:  # multistream byte range that does not decompress
-        where = f"; last complete page: {last_title!r}" if last_title else "; no complete page before it"
-        rejects.append(_reject(blocks.error.reason, "", blocks.error.detail + where, step="read_dump"))
+    # (A byte range that does not decompress ends iter_pages with its DumpBreak: recorded above, once.)
 
     return ParsedBatch(list(pages.values()), _link_table(batch.batch_id, links), list(redirects.values()), rejects,
                        seen)

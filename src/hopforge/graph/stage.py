@@ -84,7 +84,9 @@ class GraphStage(Stage):
         _arrays, meta = load_arrays(run.out, "graph", run.fingerprint)
         stats.nodes, stats.edges = meta["n_nodes"], meta["n_edges"]
         if stats.nodes == 0:
-            stats.empty = f"the dump yielded 0 article pages ({stats.redirects} redirects): nothing to walk"
+            # From the table, not stats.redirects: that counts only the batches this invocation parsed.
+            redirects = run.read("redirects", columns=[]).num_rows
+            stats.empty = f"the dump yielded 0 article pages ({redirects} redirects): nothing to walk"
         elif stats.edges == 0:
             stats.empty = f"the graph has 0 links between its {stats.nodes} pages: no walk can leave its start"
         return stats

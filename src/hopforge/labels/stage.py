@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from hopforge.config import Config
 from hopforge.labels.judge import TurnJudge
 from hopforge.labels.rules import apply_rules_policy, rule_labels
 from hopforge.llm.client import TextClient, open_teacher
-from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.llm.service import release_teachers
+from hopforge.stage import Batch, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import read_manifest
 from hopforge.storage.episodes import iter_episodes, load_questions
 
@@ -57,12 +59,6 @@ class LabelStage(Stage):
     def __init__(self, judge: TextClient | None = None) -> None:
         self.judge = judge  # injected by tests; else the configured teacher when labels.judge
 
-    def settings(self, cfg: Config) -> dict[str, Any]:
-        s = super().settings(cfg)
-        if cfg.labels.judge:
-            s["teacher"] = teacher_identity(cfg)
-        return s
-
     def talks_to_teacher(self, cfg: Config) -> bool:
         return cfg.labels.judge
 
@@ -90,7 +86,9 @@ class LabelStage(Stage):
         async with contextlib.AsyncExitStack() as stack:
             turn_judge = None
             if lc.judge:
-                client = await stack.enter_async_context(open_teacher(cfg, self.judge, "labels.judge"))
+                run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+                client = await stack.enter_async_context(open_teacher(cfg, self.judge, "labels.judge",
+                                                                      scope=run.fingerprint))
                 turn_judge = TurnJudge(client, window=lc.judge_window, not_necessary_weight=lc.not_necessary_weight)
             episodes = iter_episodes(run.out, only=kept, run=run.partition("rollouts"), batch=rollout_batch,
                                      questions=load_questions(run.out, run.partition("questions")))

@@ -1,8 +1,10 @@
 """Teacher clients: one async interface over vLLM, llama.cpp, any OpenAI API, or the scripted server.
 
-:class:`Teacher` owns the HTTP transport, the global bound on requests in
+:class:`Teacher` owns the HTTP transports (one per endpoint of its
+:class:`~hopforge.llm.pool.EndpointPool`), the global bound on requests in
 flight, retries, and (for ``cpu``/``vllm`` without ``base_url``, and for
-``scripted``) the server it started. Two transports:
+``scripted``) the server it started. One teacher serves a whole stage run:
+see :mod:`hopforge.llm.service`. Two transports:
 
 * :class:`LeanTransport` (default): aiohttp + orjson, posting pre-serialised
   bodies. ~0.4 ms CPU per request at 256 in flight.
@@ -36,6 +38,7 @@ import orjson
 
 from hopforge.config import Config, TeacherConfig
 from hopforge.errors import TeacherError
+from hopforge.llm.pool import Endpoint, EndpointPool
 from hopforge.llm.servers import ManagedServer, llama_cpp_command, vllm_command
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,10 @@ log = logging.getLogger(__name__)
 
 class TransientError(TeacherError):
     """A failure worth retrying: 5xx/429, timeout, dropped connection, truncated body."""
+
+
+class EndpointDownError(TransientError):
+    """The endpoint refused the connection: nothing listens there (a pool ejects it at once)."""
 
 
 class Transport(Protocol):
@@ -79,6 +86,8 @@ class LeanTransport:
                 status = r.status
         except (TimeoutError, asyncio.TimeoutError):
             raise TransientError(f"POST {path}: timed out after {self.timeout.total}s") from None
+        except aiohttp.ClientConnectorError as e:
+            raise EndpointDownError(f"POST {path}: connection failed: nothing listens at {self.base_url}: {e}") from None
         except aiohttp.ClientError as e:
             raise TransientError(f"POST {path}: connection failed: {type(e).__name__}: {e}") from None
         if status >= 500 or status == 429:
@@ -104,7 +113,9 @@ class SDKTransport:
         import openai
 
         url = base_url.rstrip("/")
+        self.base_url = url
         self._openai = openai
+        self._connect_error = httpx.ConnectError
         self.client = openai.AsyncOpenAI(
             base_url=url if url.endswith("/v1") else url + "/v1", api_key=api_key or "none", max_retries=0,
             timeout=timeout_s,
@@ -122,6 +133,8 @@ class SDKTransport:
         except openai.APITimeoutError:
             raise TransientError(f"POST {path}: timed out") from None
         except openai.APIConnectionError as e:
+            if isinstance(e.__cause__, self._connect_error):
+                raise EndpointDownError(f"POST {path}: connection failed: nothing listens at {self.base_url}: {e}") from None
             raise TransientError(f"POST {path}: connection failed: {e}") from None
         except openai.APIStatusError as e:
             if e.status_code >= 500 or e.status_code == 429:
@@ -159,12 +172,18 @@ class Teacher:
 
     ``kind`` is "chat" or "text" (see :func:`protocol_kind`); what the requests
     say is the caller's business (the rollout stage builds its tool protocol).
+    Requests go to the endpoints of ``pool`` (default: ``transport`` alone).
     """
 
-    def __init__(self, transport: Transport, kind: str = "chat", *, backend: str, model: str,
+    def __init__(self, transport: Transport | None, kind: str = "chat", *, backend: str, model: str,
                  max_in_flight: int = 256, retry: Retry | None = None,
-                 server: ManagedServer | None = None, scripted: Any = None) -> None:
-        self.transport = transport
+                 server: ManagedServer | None = None, scripted: Any = None, pool: EndpointPool | None = None) -> None:
+        if pool is None:
+            if transport is None:
+                raise ValueError("Teacher needs a transport or an endpoint pool")
+            pool = EndpointPool([Endpoint(str(getattr(transport, "base_url", "") or backend).rstrip("/"), transport)])
+        self.pool = pool
+        self.transport = pool.endpoints[0].transport  # the only one unless base_urls lists several
         self.kind = kind
         self.backend = backend
         self.model = model
@@ -179,41 +198,65 @@ class Teacher:
     async def __aenter__(self) -> Teacher:
         if self.scripted is not None:
             await asyncio.to_thread(self.scripted.start)
+            self.pool.endpoints[0].url = self.scripted.url
         if self.server is not None:
             await self.server.__aenter__()
+        self.pool.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.transport.aclose()
+        await self.pool.aclose()
         if self.server is not None:
             await self.server.__aexit__(*exc)
         if self.scripted is not None:
             await asyncio.to_thread(self.scripted.stop)
 
-    async def post(self, path: str, body: bytes) -> tuple[Any, int, float]:
-        """POST with the in-flight bound and retries. Returns (json, retries used, latency ms of the
-        successful attempt). Raises TeacherError once retries are exhausted or on a non-retryable error."""
+    def endpoint_of(self, affinity: str) -> str | None:
+        """The endpoint trajectory ``affinity`` is routed to (where its last request went)."""
+        return self.pool.endpoint_of(affinity)
+
+    def forget(self, affinity: str) -> None:
+        """The trajectory ended: drop its sticky route."""
+        self.pool.forget(affinity)
+
+    async def post(self, path: str, body: bytes, affinity: str | None = None) -> tuple[Any, int, float]:
+        """POST with the in-flight bound and retries, to the endpoint ``affinity`` (a trajectory id) is
+        routed to. Returns (json, retries used, latency ms of the successful attempt). Raises
+        TeacherError once retries are exhausted or on a non-retryable error."""
         attempt = 0
+        pool = self.pool
         while True:
             async with self.semaphore:
+                ep = pool.pick(affinity)
+                ep.outstanding += 1
+                ep.requests += 1
                 self.in_flight += 1
                 t0 = time.perf_counter()
                 try:
-                    return await self.transport.post(path, body), attempt, (time.perf_counter() - t0) * 1e3
+                    resp = await ep.transport.post(path, body)
+                    pool.succeeded(ep)
+                    return resp, attempt, (time.perf_counter() - t0) * 1e3
                 except TransientError as e:
                     err = e
                 finally:
+                    ep.outstanding -= 1
                     self.in_flight -= 1
+            moved = pool.failed(ep, err, down=isinstance(err, EndpointDownError))
             if self.server is not None and self.server.proc is not None and (
                     self.server.restarting or not self.server.alive()):
                 # A managed server is being restarted: wait for it instead of burning retries.
                 await self.server.wait_ready()
                 continue
             if attempt >= self.retry.retries:
-                raise TeacherError(f"{err} (gave up after {attempt} retries)")
+                where = f"; endpoints: {pool.describe()}" if pool.size > 1 else ""
+                raise TeacherError(f"{err} (gave up after {attempt} retries{where})")
+            attempt += 1
+            if moved:
+                # Its endpoint was ejected and another is healthy: go there now (the retry is counted).
+                log.debug("retry %d on another endpoint: %s", attempt, err)
+                continue
             # Full jitter, outside the semaphore so backing-off requests do not hold slots.
             delay = self._rng.uniform(0, min(self.retry.max_s, self.retry.base_s * 2 ** attempt))
-            attempt += 1
             log.debug("retry %d in %.2fs: %s", attempt, delay, err)
             await asyncio.sleep(delay)
 
@@ -246,38 +289,46 @@ def make_teacher(cfg: Config, *, policy: Any = None) -> Teacher:
 
     ``policy`` overrides the scripted backend's policy (tests); by default the
     scripted server runs ``cfg.teacher.scripted_policy`` (the oracle follows the
-    questions table under ``cfg.run.out``).
+    questions table under ``cfg.run.out``). ``teacher.base_urls`` (or ``base_url``)
+    attaches to running servers instead of starting one. Stages do not call this per
+    batch: they share one teacher per run through :func:`hopforge.llm.service.shared_teacher`.
     """
     t, r = cfg.teacher, cfg.rollout
     backend = t.backend
     server: ManagedServer | None = None
     scripted = None
-    base_url = t.base_url
-    if backend == "openai" and not base_url:
-        raise TeacherError("teacher.backend = 'openai' needs teacher.base_url (e.g. https://api.openai.com/v1)")
-    if base_url is None:
-        if backend == "scripted":
-            from hopforge.testing.scripted import LoopPolicy, ScriptedServer, load_oracle
-
-            if policy is None:
-                policy = load_oracle(str(cfg.run.out)) if t.scripted_policy == "oracle" else LoopPolicy(20)
-            scripted = ScriptedServer(policy, host="127.0.0.1", port=0, model=t.model)
-            base_url = "lazy"  # resolved once the server has a port (see _LazyURL)
-        else:
-            cmd = vllm_command(cfg) if backend == "vllm" else llama_cpp_command(cfg)
-            base_url = f"http://{t.host}:{t.port}"
-            server = ManagedServer(cmd, f"{base_url}/health" if backend == "vllm" else f"{base_url}/v1/models",
-                                   startup_timeout_s=t.startup_timeout_s, max_restarts=t.max_restarts,
-                                   log_path=cfg.run.out / "_logs" / f"teacher-{backend}.log")
+    urls = t.endpoints()
+    if backend == "openai" and not urls:
+        raise TeacherError("teacher.backend = 'openai' needs teacher.base_url (e.g. https://api.openai.com/v1) "
+                           "or teacher.base_urls (a pool of endpoints)")
     cls = SDKTransport if t.client == "sdk" else LeanTransport
     api_key = t.resolved_api_key()
-    if scripted is not None:
-        transport: Transport = _LazyTransport(lambda: cls(scripted.url, api_key=api_key, timeout_s=r.request_timeout_s,
-                                                          max_connections=r.max_in_flight))
+
+    def transport(url: str) -> Transport:
+        return cls(url, api_key=api_key, timeout_s=r.request_timeout_s, max_connections=r.max_in_flight)
+
+    if urls:
+        endpoints = [Endpoint(u.rstrip("/"), transport(u)) for u in urls]
+    elif backend == "scripted":
+        from hopforge.testing.scripted import LoopPolicy, ScriptedServer, load_oracle
+
+        if policy is None:
+            policy = load_oracle(str(cfg.run.out)) if t.scripted_policy == "oracle" else LoopPolicy(20)
+        scripted = ScriptedServer(policy, host="127.0.0.1", port=0, model=t.model)
+        # The port is known only once the server runs (Teacher.__aenter__ sets the URL).
+        endpoints = [Endpoint("scripted", _LazyTransport(lambda: transport(scripted.url)))]
     else:
-        transport = cls(base_url, api_key=api_key, timeout_s=r.request_timeout_s, max_connections=r.max_in_flight)
-    return Teacher(transport, protocol_kind(t), backend=backend, model=t.model, max_in_flight=r.max_in_flight,
-                   retry=Retry(r.retries, r.retry_base_s, r.retry_max_s), server=server, scripted=scripted)
+        cmd = vllm_command(cfg) if backend == "vllm" else llama_cpp_command(cfg)
+        url = f"http://{t.host}:{t.port}"
+        server = ManagedServer(cmd, f"{url}/health" if backend == "vllm" else f"{url}/v1/models",
+                               startup_timeout_s=t.startup_timeout_s, max_restarts=t.max_restarts,
+                               log_path=cfg.run.out / "_logs" / f"teacher-{backend}.log")
+        endpoints = [Endpoint(url, transport(url))]
+    pool = EndpointPool(endpoints, health_check_s=t.health_check_s,
+                        headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+    return Teacher(None, protocol_kind(t), backend=backend, model=t.model, max_in_flight=r.max_in_flight,
+                   retry=Retry(r.retries, r.retry_base_s, r.retry_max_s), server=server, scripted=scripted,
+                   pool=pool)
 
 
 class _LazyTransport:
@@ -298,10 +349,21 @@ class _LazyTransport:
 
 
 @contextlib.asynccontextmanager
-async def open_teacher(cfg: Config, given: TextClient | None = None, why: str = "") -> AsyncIterator[TextClient]:
-    """``given`` (an injected client, e.g. a test double) or the configured teacher, started for the block."""
+async def open_teacher(cfg: Config, given: TextClient | None = None, why: str = "", *,
+                       scope: str | None = None) -> AsyncIterator[TextClient]:
+    """``given`` (an injected client, e.g. a test double), else the configured teacher.
+
+    With ``scope`` (a stage run's fingerprint) the teacher is the run's shared one
+    (:func:`hopforge.llm.service.shared_teacher`): started on first use, left running after
+    the block, closed by :func:`hopforge.llm.service.release_teachers` when the run ends.
+    Without it, a private teacher is started for the block and stopped after it."""
     if given is not None:
         yield given
+        return
+    if scope is not None:
+        from hopforge.llm.service import shared_teacher
+
+        yield shared_teacher(cfg, scope=scope)
         return
     async with make_teacher(cfg) as client:
         yield client

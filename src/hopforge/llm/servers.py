@@ -60,9 +60,16 @@ def llama_cpp_command(cfg: Config, model_path: str | None = None) -> list[str]:
 
 
 def scripted_command(port: int, *, out: str | None = None, policy: str = "oracle", fault_rate: float = 0.0,
-                     latency_ms: float = 0.0, loop_turns: int = 20) -> list[str]:
+                     latency_ms: float = 0.0, loop_turns: int = 20, loop_titles: list[str] | None = None,
+                     tool_format: str = "native", stats_file: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "hopforge.testing.scripted", "--port", str(port), "--policy", policy,
            "--fault-rate", str(fault_rate), "--latency-ms", str(latency_ms), "--loop-turns", str(loop_turns)]
+    if loop_titles:
+        cmd += ["--loop-titles", ",".join(loop_titles)]
+    if tool_format != "native":
+        cmd += ["--tool-format", tool_format]
+    if stats_file:
+        cmd += ["--stats-file", stats_file]
     return cmd + (["--out", out] if out else [])
 
 
@@ -112,8 +119,13 @@ class ManagedServer:
         self.wait_healthy()
 
     def wait_healthy(self) -> None:
+        proc = self.proc
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
+            if self.proc is not proc:
+                # stop() ran meanwhile (e.g. the teacher closed while the watchdog restarted the server):
+                # waiting on would block the closing caller until the startup timeout.
+                raise TeacherError(f"teacher server was stopped during startup: {' '.join(self.cmd)}")
             if self.proc is not None and self.proc.poll() is not None:
                 raise TeacherError(f"teacher server exited with code {self.proc.returncode} during startup: "
                                    f"{' '.join(self.cmd)}" + (f" (log: {self.log_path})" if self.log_path else ""))

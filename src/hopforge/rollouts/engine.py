@@ -15,11 +15,19 @@ i.e. the new content a trajectory adds (prompt tokens re-counted every turn woul
 make the budget quadratic in the horizon).
 
 Context: the prompt size is estimated from the last request's prompt tokens per
-byte; past ``rollout.context_fold_at`` x ``teacher.context_tokens`` (minus room
-for the reply) the oldest observations (all but the last two) are replaced by
-one-line stubs (``context_action = "truncated"``); if that is not enough, the
-oldest half of the turns is dropped and replaced by a summary of what they saw
-(``"summarized"``). Both are rare rewrites; normal turns only append.
+byte. Between folds the history only grows at its end, so a server with prefix
+caching prefills just what each turn adds. Past ``rollout.context_fold_at`` x
+``teacher.context_tokens`` (minus room for the reply) the history is folded once,
+in one large step, down to ``rollout.context_fold_to`` x ``teacher.context_tokens``
+(``context_action = "summarized"``): its oldest turns stay as they are (the cached
+prefix), the middle becomes a summary of the calls made and what they returned, the
+last turn stays. Only if that cannot fit are old observations cut to one line
+(``"truncated"``). A fold happens every (fold_at - fold_to) x context of new
+content, so the re-sent share of the prompt stays small (benchmarks/rollouts.py).
+
+Routing: every request names its trajectory (``affinity`` for the teacher's endpoint
+pool, ``user`` in the body for servers and routers), so its turns stay on one
+replica; the endpoint that served it is recorded in ``trajectories.endpoint``.
 """
 
 from __future__ import annotations
@@ -65,8 +73,11 @@ class LiveStats:
         return d
 
 
-def trajectory_id(question_id: str, attempt: int, model: str, seed: int) -> str:
-    return content_id(question_id, attempt, model, seed)
+def trajectory_id(question_id: str, attempt: int, model: str, seed: int, run: str = "") -> str:
+    """Content id of one attempt at a question. ``run`` (the rollout stage's fingerprint) makes the
+    trajectories of two rollout runs (say, two temperatures) distinct rows everywhere, not only
+    within their partitions."""
+    return content_id(question_id, attempt, model, seed, *([run] if run else []))
 
 
 class TrajectorySink:
@@ -113,8 +124,10 @@ class RolloutEngine:
     """Runs trajectories against one teacher and one environment."""
 
     def __init__(self, cfg: Config, teacher: Teacher, env: Environment, sink: TrajectorySink | None,
-                 stats: LiveStats | None = None, protocol: ChatProtocol | TextProtocol | None = None) -> None:
+                 stats: LiveStats | None = None, protocol: ChatProtocol | TextProtocol | None = None,
+                 id_run: str = "") -> None:
         self.cfg = cfg
+        self.id_run = id_run
         self.teacher = teacher
         self.env = env
         self.sink = sink
@@ -122,14 +135,19 @@ class RolloutEngine:
         t = cfg.teacher
         self.protocol: ChatProtocol | TextProtocol = protocol or make_protocol(
             teacher.kind, teacher.model, max_tokens=t.max_tokens, temperature=t.temperature,
-            max_k=cfg.rollout.search_k * 2)
+            max_k=cfg.rollout.search_k * 2, tool_parser=t.tool_parser if teacher.kind == "chat" else "none")
         r = cfg.rollout
         self.max_turns = r.max_turns
         self.token_budget = r.token_budget
         self.search_k = r.search_k
         reply_room = cfg.teacher.max_tokens
-        self.fold_at_tokens = max(256, r.context_fold_at * cfg.teacher.context_tokens - reply_room)
-        self.hard_limit_tokens = cfg.teacher.context_tokens - reply_room
+        ctx = cfg.teacher.context_tokens
+        self.fold_at_tokens = max(256, r.context_fold_at * ctx - reply_room)
+        self.fold_to_tokens = max(128, r.context_fold_to * ctx - reply_room)
+        self.hard_limit_tokens = ctx - reply_room
+        # Summary lines (~40 tokens each) get about 5 % of the window: a fold re-sends the summary,
+        # so its size is what a fold costs a prefix cache.
+        self.summary_lines = max(4, min(40, int(0.05 * ctx / 40)))
 
     def observe(self, turn: ModelTurn) -> tuple[str, bool]:
         """The observation for a parsed turn, and whether it is an error observation."""
@@ -146,7 +164,7 @@ class RolloutEngine:
 
     async def roll_out(self, question_id: str, question: str, attempt: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         cfg = self.cfg
-        tid = trajectory_id(question_id, attempt, self.teacher.model, cfg.run.seed)
+        tid = trajectory_id(question_id, attempt, self.teacher.model, cfg.run.seed, self.id_run)
         proto = self.protocol
         conv, opening = proto.start(question)
         rows: list[dict[str, Any]] = [
@@ -157,27 +175,30 @@ class RolloutEngine:
         status, final_answer, error = "turn_limit", None, None
         tokens_in = tokens_out = budget_used = retries = errors = context_events = tool_calls = 0
         tokens_per_byte = 1 / OBS_CHARS_PER_TOKEN
-        overhead = len(proto.body(conv)) - conv.chars  # request fields + tool schemas, constant per turn
+        overhead = len(proto.body(conv, 0, tid)) - conv.chars  # request fields + tool schemas, constant per turn
         # Per-request seed: reproducible sampling on servers that honour it (vLLM, llama.cpp).
         req_seed = int(tid[:8], 16)
         st = self.stats
+        teacher = self.teacher
         for turn_no in range(self.max_turns):
             context_action = "none"
             if (conv.chars + overhead) * tokens_per_byte > self.fold_at_tokens:
-                if proto.fold(conv):
-                    context_action = "truncated"
-                while (conv.chars + overhead) * tokens_per_byte > self.fold_at_tokens and proto.summarize(conv):
+                # One large step, not a little every turn: the prefix a server cached survives until the next.
+                target = int(self.fold_to_tokens / tokens_per_byte) - overhead
+                if proto.fold(conv, target, self.summary_lines):
                     context_action = "summarized"
+                if (conv.chars + overhead) * tokens_per_byte > self.hard_limit_tokens and proto.stub_observations(conv):
+                    context_action = "truncated"
                 if context_action != "none":
                     context_events += 1
                     st.context_events += 1
                 if (conv.chars + overhead) * tokens_per_byte > self.hard_limit_tokens:
                     status, error = "error", "context_exhausted: the prompt no longer fits after folding"
                     break
-            body = proto.body(conv, req_seed + turn_no)
+            body = proto.body(conv, req_seed + turn_no, tid)
             st.in_flight += 1
             try:
-                resp, n_retries, latency_ms = await self.teacher.post(proto.path, body)
+                resp, n_retries, latency_ms = await teacher.post(proto.path, body, tid)
             except TeacherError as e:
                 status, error = "error", str(e)
                 errors += 1
@@ -229,13 +250,15 @@ class RolloutEngine:
                 status = "token_budget"
                 break
         finished = datetime.now(UTC)
+        endpoint = teacher.endpoint_of(tid)
+        teacher.forget(tid)
         traj = {
             "trajectory_id": tid, "question_id": question_id, "attempt": attempt,
             "teacher_backend": self.teacher.backend, "teacher_model": self.teacher.model, "status": status,
             "final_answer": final_answer, "num_turns": sum(1 for r in rows if r["role"] == "assistant"),
             "num_tool_calls": tool_calls, "tokens_in": tokens_in, "tokens_out": tokens_out, "retries": retries,
             "errors": errors, "context_events": context_events, "error": error, "started_at": started,
-            "finished_at": finished, "wall_seconds": time.monotonic() - t_start}
+            "finished_at": finished, "wall_seconds": time.monotonic() - t_start, "endpoint": endpoint}
         st.trajectories += 1
         st.retries += retries
         st.status[status] = st.status.get(status, 0) + 1
@@ -275,10 +298,10 @@ class RolloutEngine:
 
 async def run_engine(cfg: Config, teacher: Teacher, env: Environment, sink: TrajectorySink | None,
                      items: list[tuple[str, str, int]], stats: LiveStats | None = None,
-                     progress: Callable[[LiveStats], None] | None = None) -> LiveStats:
+                     progress: Callable[[LiveStats], None] | None = None, id_run: str = "") -> LiveStats:
     """Roll out ``items`` (question_id, question, attempt) with a live progress callback (4 Hz)."""
     stats = stats or LiveStats()
-    engine = RolloutEngine(cfg, teacher, env, sink, stats)
+    engine = RolloutEngine(cfg, teacher, env, sink, stats, id_run=id_run)
     ticker = asyncio.create_task(_tick(progress, stats)) if progress else None
     try:
         await engine.run(items)

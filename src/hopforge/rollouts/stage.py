@@ -10,6 +10,7 @@ proportion to the batch, not to the table.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hopforge.config import Config
-from hopforge.llm.client import make_teacher
+from hopforge.llm.service import SharedTeacher, release_teachers, shared_teacher
 from hopforge.rollouts.engine import LiveStats, TrajectorySink, run_engine, trajectory_id
 from hopforge.rollouts.environment import Environment
-from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import content_id
 
 
@@ -48,7 +49,8 @@ class RolloutStage(Stage):
     execution_keys: ClassVar[frozenset[str]] = frozenset(
         {"max_in_flight", "flush_every", "flush_seconds", "request_timeout_s", "retries", "retry_base_s",
          "retry_max_s"})
-    version = "2"
+    # 3: folds in one large step keeping a cached head (rollout.context_fold_to); trajectories.endpoint.
+    version = "3"
     stats_type = RolloutStats
     partial_batches = True
 
@@ -57,7 +59,7 @@ class RolloutStage(Stage):
         self.progress = progress  # live counters of the batch in progress (hopforge generate)
 
     def settings(self, cfg: Config) -> dict[str, Any]:
-        return {**super().settings(cfg), "teacher": teacher_identity(cfg), "seed": cfg.run.seed}
+        return {**super().settings(cfg), "seed": cfg.run.seed}
 
     def talks_to_teacher(self, cfg: Config) -> bool:
         return True
@@ -85,14 +87,19 @@ class RolloutStage(Stage):
         done = set(run.read("trajectories", columns=["trajectory_id"], batch=batch.id)
                    .column("trajectory_id").to_pylist())
         todo = [(qid, a) for qid, a in batch.payload
-                if trajectory_id(qid, a, cfg.teacher.model, cfg.run.seed) not in done]
+                if trajectory_id(qid, a, cfg.teacher.model, cfg.run.seed, run.fingerprint) not in done]
         stats = RolloutStats(resumed=len(done))
         if todo:
             q = run.read("questions", columns=["question_id", "question"])
             wanted = pa.array(sorted({qid for qid, _ in todo}), pa.string())
             q = q.filter(pc.is_in(q.column("question_id"), value_set=wanted))
             text = dict(zip(q.column("question_id").to_pylist(), q.column("question").to_pylist(), strict=True))
-            live = asyncio.run(self._roll_out(run, batch, [(qid, text[qid], a) for qid, a in todo]))
+            # One teacher for the whole stage run (every batch, every thread): started by the first
+            # batch that gets here, stopped by close_run after the last one. The batch runs on the
+            # teacher's own event loop, so its requests need no hop between threads.
+            run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+            teacher = shared_teacher(cfg, scope=run.fingerprint, policy=self.policy)
+            live = teacher.run(self._roll_out(run, batch, teacher, [(qid, text[qid], a) for qid, a in todo]))
             stats.trajectories, stats.turns, stats.tokens = live.trajectories, live.turns, live.tokens
             stats.errors, stats.retries, stats.context_events = live.errors, live.retries, live.context_events
             stats.status = dict(live.status)
@@ -101,14 +108,14 @@ class RolloutStage(Stage):
         stats.cpu_seconds = time.process_time() - t0
         return stats
 
-    async def _roll_out(self, run: StageRun, batch: Batch, items: list[tuple[str, str, int]]) -> LiveStats:
+    async def _roll_out(self, run: StageRun, batch: Batch, teacher: SharedTeacher,
+                        items: list[tuple[str, str, int]]) -> LiveStats:
         cfg = run.cfg
         env = await asyncio.to_thread(Environment.from_tables, run.out, run.partition("graph"),
                                       page_chars=cfg.rollout.page_chars)
         sink = TrajectorySink(lambda tables: run.commit(tables, batch), flush_every=cfg.rollout.flush_every,
                               flush_seconds=cfg.rollout.flush_seconds)
-        async with make_teacher(cfg, policy=self.policy) as teacher:
-            return await run_engine(cfg, teacher, env, sink, items, progress=self.progress)
+        return await run_engine(cfg, teacher, env, sink, items, progress=self.progress, id_run=run.fingerprint)
 
     def finish(self, run: StageRun, stats: StageStats) -> StageStats:
         n = run.read("trajectories", columns=[]).num_rows

@@ -260,6 +260,7 @@ TRAJECTORIES = pa.schema(
         ("started_at", TS),
         ("finished_at", TS),
         ("wall_seconds", pa.float64()),
+        ("endpoint", pa.string()),  # v2: the teacher endpoint that served it (null in v1 shards)
     ]
 )
 
@@ -356,6 +357,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in SCHEMAS}
 SCHEMA_VERSIONS["kept"] = 2  # v2 added action_hash
+SCHEMA_VERSIONS["trajectories"] = 2  # v2 added endpoint
 SCHEMA_VERSIONS["questions"] = 2  # v2 added the question-quality columns (language ... reference_path)
 
 # Columns that identify a row; used for resume (skip ids already written) and dedup.

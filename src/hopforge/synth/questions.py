@@ -186,19 +186,25 @@ def plan_questions(cfg: Config, ctx: _Context) -> list[QuestionBatch]:
     return batches
 
 
-def make_composer(cfg: Config, language: str = "en") -> Composer:
+def make_composer(cfg: Config, scope: str | None = None, language: str | None = None) -> Composer:
+    """The configured composer, asking in ``language`` (default: the dump's). With ``scope`` (the stage
+    run's fingerprint) the LLM composer uses the run's shared teacher (started once for all batches);
+    without it, a teacher per compose call."""
     if cfg.synth.composer == "template":
         return TemplateComposer()
     from hopforge.synth.compose_llm import LLMComposer
 
     try:
         from hopforge.llm.client import make_teacher
+        from hopforge.llm.service import shared_teacher
     except ImportError as e:
         raise ConfigError("synth.composer = 'llm' needs the teacher client (hopforge.llm.client), "
                           f"which is not available: {e}") from None
-    return LLMComposer.from_factory(lambda: make_teacher(cfg), model=cfg.teacher.model,
+    factory = (lambda: shared_teacher(cfg, scope=scope)) if scope is not None else (lambda: make_teacher(cfg))
+    return LLMComposer.from_factory(factory, model=cfg.teacher.model,
                                     max_tokens=cfg.synth.llm_max_tokens, temperature=cfg.teacher.temperature,
-                                    concurrency=cfg.synth.llm_concurrency, language=language)
+                                    concurrency=cfg.synth.llm_concurrency,
+                                    language=language or dump_language(cfg.graph.dump, cfg.synth.language))
 
 
 def build_chains(cfg: Config, ctx: _Context, batch: QuestionBatch) -> list[Chain]:
@@ -346,7 +352,7 @@ def compose_batch(cfg: Config, ctx: _Context, batch: QuestionBatch, composer: Co
                   ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Compose and check one batch; returns its rows per table (walks, questions, rejects) and stats."""
     t0 = time.perf_counter()
-    composer = composer or make_composer(cfg, ctx.language)
+    composer = composer or make_composer(cfg, language=ctx.language)
     chains = build_chains(cfg, ctx, batch)
     plan_chains(cfg, ctx, chains)
     qids = [content_id("question", c.walk_id, composer.name) for c in chains]

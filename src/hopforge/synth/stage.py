@@ -6,6 +6,7 @@ passed its checks) and ``rejects`` (one row per failed check), one group per bat
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,9 +15,9 @@ from typing import Any, ClassVar
 import pyarrow.compute as pc
 
 from hopforge.config import Config
-from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage, teacher_identity
+from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import content_id
-from hopforge.synth.questions import check_language, compose_batch, context, plan_questions
+from hopforge.synth.questions import check_language, compose_batch, context, make_composer, plan_questions
 
 
 @dataclass
@@ -40,10 +41,7 @@ class QuestionStage(Stage):
     stats_type = QuestionStats
 
     def settings(self, cfg: Config) -> dict[str, Any]:
-        s = {**super().settings(cfg), "seed": cfg.run.seed}
-        if cfg.synth.composer == "llm":
-            s["teacher"] = teacher_identity(cfg)
-        return s
+        return {**super().settings(cfg), "seed": cfg.run.seed}
 
     def talks_to_teacher(self, cfg: Config) -> bool:
         return cfg.synth.composer == "llm"
@@ -65,7 +63,13 @@ class QuestionStage(Stage):
     def run_batch(self, run: StageRun, batch: Batch) -> QuestionStats:
         t0 = time.process_time()
         qb, planned = batch.payload
-        rows, st = compose_batch(run.cfg, context(run.cfg, run.partition("graph")), qb)
+        composer = None
+        if self.talks_to_teacher(run.cfg):  # the LLM composer: one teacher for the whole run
+            from hopforge.llm.service import release_teachers
+
+            run.on_close("teacher", functools.partial(release_teachers, run.fingerprint))
+            composer = make_composer(run.cfg, scope=run.fingerprint)
+        rows, st = compose_batch(run.cfg, context(run.cfg, run.partition("graph")), qb, composer)
         infos = run.commit(rows, batch)
         return QuestionStats(walks=st["walks"], questions=st["questions"], passed=st["passed"], hops=st["hops"],
                              rejects=st["rejects"], planned=planned,

@@ -1,4 +1,6 @@
-"""Fixtures of the export and card tests: a hand-built run (see export_rows.py)."""
+"""Fixtures of the export and card tests: a hand-built run (see export_rows.py).
+
+Moved here from tests/storage/ with export_rows.py: only the publish tests use them."""
 
 from __future__ import annotations
 
