@@ -32,14 +32,11 @@ def _fresh(enwiki233_graph, tmp_path_factory, name):
 
 
 def _cfg(out, **kw):
-    return load_config(None, {"run.out": str(out), "run.seed": 7, "synth.n_questions": 1000,
-                              "graph.dump": str((resolve_dump())), **kw})
-
-
-def resolve_dump():
+    """Seed 7, 1,000 questions (the issue's run); graph.dump as the enwiki233_graph fixture ingested it."""
     from tests.conftest import WIKI
 
-    return WIKI / "enwiki-233.xml.bz2"
+    return load_config(None, {"run.out": str(out), "run.seed": 7, "synth.n_questions": 1000,
+                              "graph.dump": str(WIKI / "enwiki-233.xml.bz2"), **kw})
 
 
 @pytest.fixture(scope="module")
