@@ -524,10 +524,15 @@ def prepare(run: StageRun) -> tuple[str | None, StageStats | None]:
     stage = get_stage(run.stage)
     recover(run.out)
     reason = upstream_state(run)
-    if reason is not None:
-        log.warning("%s: skipped: %s", run.stage, reason)
-        return reason, stage.stats_type(empty=reason)
     run.record()
+    if reason is not None:
+        # Recorded complete with the same line, so the stage after this one skips too (instead of
+        # finding this one incomplete). Logged at INFO: every caller reports ``empty`` itself.
+        log.info("%s: skipped: %s", run.stage, reason)
+        stats = stage.stats_type(empty=reason)
+        if run.complete() is None:
+            run.mark_complete(stats, 0)
+        return reason, stats
     comp = run.complete()
     if comp is not None and not stage.output_present(run):
         run.reset()
@@ -553,7 +558,7 @@ def conclude(run: StageRun, stage: Stage, results: Iterable[StageStats], n_batch
     stats.seconds = time.monotonic() - t0
     run.mark_complete(stats, n_batches)
     if stats.empty:
-        log.warning("%s: %s", run.stage, stats.empty)
+        log.info("%s: %s", run.stage, stats.empty)
     return stats
 
 
@@ -577,7 +582,7 @@ def run_stage(name: str, cfg: Config, *, executor: LocalExecutor | None = None, 
             stats = stage.stats_type(empty=e.reason)
             stats.seconds = time.monotonic() - t0
             run.mark_complete(stats, 0)
-            log.warning("%s: %s", name, e.reason)
+            log.info("%s: %s", name, e.reason)
             return stats
         executor = executor or LocalExecutor(workers=stage.workers(cfg))
         results = executor.map(stage, run, batches)

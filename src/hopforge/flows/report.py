@@ -43,6 +43,7 @@ class StageReport:
     stats: dict[str, Any] = field(default_factory=dict)  # the stage's typed stats, merged over batches
     seconds: float = 0.0
     empty: str | None = None  # why the stage had nothing to produce (the stages after it skip)
+    held: str | None = None  # another process holds the stage's lease: the stage did not run (its line)
 
     @property
     def ok(self) -> bool:
@@ -111,8 +112,8 @@ def stage_outcome(s: Mapping[str, Any]) -> str:
     """``ran`` / ``skipped (complete)`` / ``nothing to do: …`` / ``failed`` for one stage report."""
     if s["failures"]:
         return "failed"
-    if s.get("empty"):
-        return f"nothing to do: {s['empty']}"
+    if s.get("empty"):  # no batch planned: skipped because of an empty upstream (or nothing to plan)
+        return f"nothing to do: {s['empty']}" if s["tasks"] else f"skipped: {s['empty']}"
     if s["tasks"] and s["skipped"] == s["tasks"]:
         return "skipped (complete)"
     return "ran"
