@@ -9,8 +9,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from hopforge.config import load_config
 from hopforge.errors import ConfigError
-from hopforge.flows.pipeline import select_stages
 from hopforge.flows.runners import make_task_runner, teacher_is_managed
+from hopforge.stage import select_stages
 
 
 def test_thread_runner_uses_max_workers() -> None:
@@ -23,6 +23,12 @@ def test_managed_teacher_rollouts_run_one_batch_at_a_time() -> None:
     assert teacher_is_managed(cfg)
     assert make_task_runner(cfg, stage="rollouts")._max_workers == 1
     assert make_task_runner(cfg, stage="graph")._max_workers == 8
+    assert make_task_runner(cfg, stage="labels")._max_workers == 8  # rule labels: no teacher
+    # Every stage that talks to the teacher under these settings shares its one managed server.
+    judged = load_config(None, {"flows.max_workers": 8, "teacher.backend": "vllm", "synth.composer": "llm",
+                                "screen.difficulty_k": 2, "filters.llm_judge": True, "labels.judge": True})
+    for stage in ("questions", "screen", "rollouts", "filters", "labels"):
+        assert make_task_runner(judged, stage=stage)._max_workers == 1, stage
     shared = load_config(None, {"teacher.backend": "vllm", "teacher.base_url": "http://127.0.0.1:8000/v1"})
     assert not teacher_is_managed(shared)
 
@@ -44,6 +50,6 @@ def test_ray_without_the_extra_is_a_config_error_naming_the_fix() -> None:
 
 def test_stage_selection_is_ordered_and_validated() -> None:
     assert select_stages(["publish", "graph"]) == ["graph", "publish"]
-    assert select_stages(None) == ["graph", "questions", "rollouts", "filters", "publish"]
+    assert select_stages(None) == ["graph", "questions", "screen", "rollouts", "filters", "labels", "publish"]
     with pytest.raises(ConfigError, match="unknown stage.*rollout;"):
         select_stages(["rollout"])
