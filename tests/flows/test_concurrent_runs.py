@@ -132,7 +132,7 @@ def test_two_hopforge_runs_started_together_one_exits_75_naming_the_holder(run_s
     config, out, env = run_setup
     runs = _run_pair(tmp_path, config, out, env)
     assert sorted(r.returncode for r, _, _ in runs) == [0, 75], [r.stderr[-2000:] for r, _, _ in runs]
-    (winner, pw, won), (loser, _, lost) = sorted(runs, key=lambda x: x[0].returncode)
+    (_, pw, won), (loser, _, lost) = sorted(runs, key=lambda x: x[0].returncode)
     assert won["ok"] and won["held"] is None and [s["stage"] for s in won["stages"]] == list(STAGES)
     [line] = loser.stderr.splitlines()  # one line, no traceback
     m = held_line(r"(\w+)", out, pw.pid, hopforge_owner("hopforge flow", pw.pid)).match(line)

@@ -144,7 +144,7 @@ def test_a_graph_without_links_ends_the_run_with_exit_0_and_one_line_naming_the_
     config.write_text(f'[graph]\ndump = "{enwiki_tiny_70}"\nworkers = 1\n[teacher]\nbackend = "scripted"\n')
     out = tmp_path / "data"
     r = subprocess.run([sys.executable, "-m", "hopforge.cli", "run", "--config", str(config), "--out", str(out),
-                        "--json", str(tmp_path / "summary.json")], capture_output=True, text=True, timeout=600,
+                        "--json", str(tmp_path / "summary.json")], capture_output=True, text=True, timeout=600, check=False,
                        env={**hopforge_env, "PREFECT_API_URL": prefect_harness, "COLUMNS": "250"})
     reason = "the graph has 0 links between its 6 pages: no walk can leave its start"
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

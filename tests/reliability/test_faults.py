@@ -28,7 +28,12 @@ import pytest
 from hopforge.filters import run_filters
 from hopforge.rollouts import run_rollouts
 from hopforge.storage import query_arrow, read_table, verify
-from hopforge.testing.scripted import FAULT_KINDS, FaultPlan, OraclePolicy, ScriptedServer
+from hopforge.testing.scripted import (
+    FAULT_KINDS,
+    FaultPlan,
+    OraclePolicy,
+    ScriptedServer,
+)
 from tests.rollouts.rollout_fixtures import QUESTIONS, rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"

@@ -7,7 +7,14 @@ import pyarrow as pa
 import pytest
 
 from hopforge.errors import SQLGuardError
-from hopforge.storage import ShardWriter, guard_sql, open_catalog, query_arrow, scan, write_shard
+from hopforge.storage import (
+    ShardWriter,
+    guard_sql,
+    open_catalog,
+    query_arrow,
+    scan,
+    write_shard,
+)
 from hopforge.storage.schemas import schema_for
 
 
