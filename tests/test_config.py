@@ -6,13 +6,27 @@ from hopforge.config import load_config
 from hopforge.errors import ConfigError
 
 
-def test_defaults_and_run_id_follow_the_config_hash(tmp_path):
+def test_config_hash_ignores_the_output_dir_and_run_id_defaults_to_none(tmp_path):
     a = load_config()
     b = load_config(None, {"run.out": str(tmp_path)})
     assert a.config_hash() == b.config_hash()  # the output dir does not shape the data
-    assert a.run_id == b.run_id and a.run_id.startswith("r")
-    c = load_config(None, {"synth.hops_max": 5})
-    assert c.run_id != a.run_id
+    assert a.run.run_id is None  # outputs are keyed by stage fingerprints, not by a derived run id
+    assert load_config(None, {"synth.hops_max": 5}).config_hash() != a.config_hash()
+    assert load_config(None, {"run.run_id": "replicate-2"}).config_hash() != a.config_hash()
+    with pytest.raises(ConfigError, match=r"run\.run_id: String should match pattern"):
+        load_config(None, {"run.run_id": "../elsewhere"})
+
+
+@pytest.mark.parametrize(("old", "section"), [("[filters]\nminhash_threshold = 0.9\n", "filters.minhash_threshold"),
+                                              ("[filters]\ndifficulty_k = 2\n", "filters.difficulty_k"),
+                                              ("[filters]\nlabel_judge = true\n", "filters.label_judge")])
+def test_settings_moved_to_screen_and_labels_are_unknown_under_filters(tmp_path, old, section):
+    p = tmp_path / "c.toml"
+    p.write_text(old)
+    with pytest.raises(ConfigError, match=rf"{section}: unknown key"):
+        load_config(p)
+    moved = load_config(None, {"screen.minhash_threshold": 0.9, "screen.difficulty_k": 2, "labels.judge": True})
+    assert (moved.screen.minhash_threshold, moved.screen.difficulty_k, moved.labels.judge) == (0.9, 2, True)
 
 
 def test_unknown_key_is_named_with_its_path(tmp_path):

@@ -28,10 +28,10 @@ def test_wheel_ships_viewer_templates_card_template_and_title_list(tmp_path):
 
 
 def test_card_template_dir_falls_back_to_the_installed_share_dir(monkeypatch, tmp_path):
-    from hopforge.storage import card
+    from hopforge.publish import card
 
     assert (card.TEMPLATE_DIR / card.TEMPLATE_NAME).exists()  # from the source tree here
-    fake_module = tmp_path / "site-packages" / "hopforge" / "storage" / "card.py"
+    fake_module = tmp_path / "site-packages" / "hopforge" / "publish" / "card.py"
     monkeypatch.setattr(card, "__file__", str(fake_module))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
     assert card._template_dir() == tmp_path / "prefix" / "share" / "hopforge" / "data_cards"
@@ -40,12 +40,12 @@ def test_card_template_dir_falls_back_to_the_installed_share_dir(monkeypatch, tm
 def test_card_template_dir_finds_a_user_install(monkeypatch, tmp_path):
     import site
 
-    from hopforge.storage import card
+    from hopforge.publish import card
 
     user = tmp_path / "user"
     (user / "share" / "hopforge" / "data_cards").mkdir(parents=True)
     (user / "share" / "hopforge" / "data_cards" / card.TEMPLATE_NAME).write_text("card")
-    monkeypatch.setattr(card, "__file__", str(tmp_path / "lib" / "hopforge" / "storage" / "card.py"))
+    monkeypatch.setattr(card, "__file__", str(tmp_path / "lib" / "hopforge" / "publish" / "card.py"))
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
     monkeypatch.setattr(site, "getuserbase", lambda: str(user))
     assert card._template_dir() == user / "share" / "hopforge" / "data_cards"

@@ -579,7 +579,8 @@ def view(
 
     cfg = settings(config, out)
     console.print(f"hopforge viewer: http://127.0.0.1:{port}/  (data: {cfg.run.out}; Ctrl-C to stop)")
-    serve(cfg.run.out, port=port, card=card)
+    # With --config: that config's chain (as it completes); without: the most recently completed one.
+    serve(cfg.run.out, port=port, card=card, selection=(lambda: _selection(cfg, config)) if config else None)
 
 
 # --------------------------------------------------------------------------- flows

@@ -580,7 +580,8 @@ def prepare(run: StageRun) -> tuple[StageRun, str | None, StageStats | None]:
     reason = upstream_state(run)
     run.record()
     if reason is not None:
-        # Complete, with nothing in it: the stages after this one skip with the same reason.
+        # Recorded complete with the same line, so the stage after this one skips too (instead of
+        # finding this one incomplete). Logged at INFO: every caller reports ``empty`` itself.
         log.info("%s: skipped: %s", run.stage, reason)
         stats = stage.stats_type(empty=reason)
         if run.complete() is None:

@@ -8,6 +8,7 @@ harness costs another ~25 s cold server start on a 2-core VM.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +95,8 @@ def _toml(v: object) -> str:
 @pytest.fixture(scope="session")
 def reference(prefect_harness: str, tmp_path_factory: pytest.TempPathFactory, enwiki_233_module: Path):
     """One uninterrupted pipeline run (config path, OUT, summary, final state), shared by the
-    umbrella, resume and Dask tests, which compare their tables against it."""
+    umbrella, resume and Dask tests, which compare their tables against it. Tests that run the
+    pipeline again on it work on a copy (:func:`copy_out`)."""
     from hopforge.flows import run_pipeline
 
     root = tmp_path_factory.mktemp("reference")
@@ -102,6 +104,19 @@ def reference(prefect_harness: str, tmp_path_factory: pytest.TempPathFactory, en
     out = root / "data"
     summary, state = run_pipeline(config, {"run.out": str(out)})
     return config, out, summary, state
+
+
+def copy_out(src: Path, dest: Path) -> Path:
+    """A copy of an OUT directory (stage outputs are keyed by fingerprints, not by where OUT lies)."""
+    return Path(shutil.copytree(src, dest, symlinks=True))
+
+
+def shard_paths_by_table(out: Path) -> dict[str, list[str]]:
+    """Every table's manifest, as the shard paths it records in order (a new shard shows here)."""
+    from hopforge.storage import read_manifest
+    from hopforge.storage.schemas import SCHEMAS
+
+    return {t: [f"{e.path}" for e in read_manifest(out, t)] for t in SCHEMAS}
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from hopforge.config import load_config
 from hopforge.errors import ConfigError
-from hopforge.flows.pipeline import select_stages
 from hopforge.flows.runners import make_task_runner, teacher_is_managed
+from hopforge.stage import select_stages
 
 
 def test_thread_runner_uses_max_workers() -> None:
@@ -48,6 +48,6 @@ def test_ray_without_the_extra_is_a_config_error_naming_the_fix() -> None:
 
 def test_stage_selection_is_ordered_and_validated() -> None:
     assert select_stages(["publish", "graph"]) == ["graph", "publish"]
-    assert select_stages(None) == ["graph", "questions", "rollouts", "filters", "publish"]
+    assert select_stages(None) == ["graph", "questions", "screen", "rollouts", "filters", "labels", "publish"]
     with pytest.raises(ConfigError, match="unknown stage.*rollout;"):
         select_stages(["rollout"])

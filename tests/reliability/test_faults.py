@@ -1,8 +1,8 @@
 """Fault injection against the rollout engine and the filter stage with the scripted server.
 
-What tests/synth already proves (not repeated here): each fault kind is retried
-and counted on a hand-picked schedule (test_rollout.py::test_faults_are_survived_and_recorded,
-test_teacher.py), kill -9 of the *engine* loses only trajectories in flight, and a
+What tests/rollouts and tests/llm already prove (not repeated here): each fault kind is retried
+and counted on a hand-picked schedule (tests/rollouts/test_engine.py::test_faults_are_survived_and_recorded,
+tests/llm/test_client.py), kill -9 of the *engine* loses only trajectories in flight, and a
 *managed* server that dies is restarted by the launcher.
 
 Added here: a 10 % random fault rate over every fault kind on many questions,
@@ -26,9 +26,14 @@ from pathlib import Path
 import pytest
 
 from hopforge.filters import run_filters
+from hopforge.rollouts import run_rollouts
 from hopforge.storage import query_arrow, read_table, verify
-from hopforge.rollouts.engine import run_rollouts
-from hopforge.testing.scripted import FAULT_KINDS, FaultPlan, OraclePolicy, ScriptedServer
+from hopforge.testing.scripted import (
+    FAULT_KINDS,
+    FaultPlan,
+    OraclePolicy,
+    ScriptedServer,
+)
 from tests.rollouts.rollout_fixtures import QUESTIONS, rollout_cfg, write_wiki
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -73,12 +78,12 @@ def test_ten_percent_faults_every_question_kept_or_rejected_with_counts(tmp_path
     assert set(injected) == set(FAULT_KINDS), injected
     assert 0.05 < sum(injected.values()) / requests < 0.2, (injected, requests)
 
-    assert stats["trajectories"] == stats["written"] == 40 and stats["status"].get("error", 0) == 0
+    assert stats.trajectories == stats.rows["trajectories"] == 40 and stats.status.get("error", 0) == 0
     assert_each_question_once(out, {q["question_id"] for q in qs})
     t = rows(out, "SELECT sum(retries) AS retries, sum(errors) AS errors, min(tokens_in) AS min_in, "
                   "min(tokens_out) AS min_out, sum(tokens_out) AS out FROM trajectories")[0]
     # Every transient fault cost exactly one recorded retry; every garbage reply one recorded parse error.
-    assert t["retries"] == stats["retries"] == sum(injected[k] for k in TRANSIENT)
+    assert t["retries"] == stats.retries == sum(injected[k] for k in TRANSIENT)
     assert t["errors"] == injected["garbage"]
     assert t["min_in"] > 0 and t["min_out"] > 0
     assert t["out"] == rows(out, "SELECT sum(tokens_out) AS n FROM turns WHERE role = 'assistant'")[0]["n"]
@@ -92,7 +97,8 @@ def test_ten_percent_faults_every_question_kept_or_rejected_with_counts(tmp_path
     tids = set(read_table(out, "trajectories", columns=["trajectory_id"]).column(0).to_pylist())
     assert kept | set(rejected) == tids and not kept & set(rejected)
     assert all(reason and reason.replace("_", "").isalnum() and reason.islower() for reason in rejected.values())
-    assert report["in"] == 40 and report["kept"] + report["rejected"] == 40
+    assert report.trajectories == 40 and report.kept + report.rejected == 40
+    assert report.kept == len(kept) and report.rejects == dict(Counter(rejected.values()))
     assert kept, "the oracle answers correctly despite faults: some trajectories must be kept"
     print(f"\n[reliability] 10% faults ({protocol}): {requests} requests, injected {dict(injected)}; "
           f"40/40 trajectories written once, {t['retries']} retries, {t['errors']} parse errors recorded; "
@@ -155,11 +161,11 @@ def test_external_server_killed_and_restarted_mid_run_loses_nothing(tmp_path: Pa
         proc.kill()
         proc.wait(10)
     stats = result["stats"]
-    assert stats["status"] == {"answered": 40} and stats["written"] == 40
-    assert stats["retries"] > 0  # the outage was ridden out by retries, not by luck
+    assert stats.status == {"answered": 40} and stats.rows["trajectories"] == 40
+    assert stats.retries > 0  # the outage was ridden out by retries, not by luck
     assert_each_question_once(out, {q["question_id"] for q in qs})
     t = rows(out, "SELECT sum(retries) AS r, count(*) FILTER (WHERE final_answer IN ('Sella', 'Hanne Lind')) AS ok "
                   "FROM trajectories")[0]
-    assert t == {"r": stats["retries"], "ok": 40}
+    assert t == {"r": stats.retries, "ok": 40}
     print(f"\n[reliability] server kill/restart: 40/40 answered, {before} written before the kill, "
-          f"{stats['retries']} retries recorded")
+          f"{stats.retries} retries recorded")

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from hopforge.storage import read_table
-from hopforge.rollouts.environment import Environment
-from hopforge.rollouts.engine import RolloutEngine, LiveStats, TrajectorySink
 from hopforge.llm.client import make_teacher
+from hopforge.rollouts.engine import LiveStats, RolloutEngine, TrajectorySink
+from hopforge.rollouts.environment import Environment
+from hopforge.stage import resolve
+from hopforge.storage import read_table
 from tests.reliability.conftest import peak_rss_bytes, rss_bytes
 from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
 
@@ -65,8 +66,10 @@ def test_1024_in_flight_memory_stays_flat(tmp_path: Path) -> None:
 
         async def go() -> None:
             nonlocal peak_in_flight
-            env = Environment.from_tables(out)
-            sink = TrajectorySink(cfg)
+            stage_run = resolve(cfg, "rollouts")
+            env = Environment.from_tables(out, stage_run.partition("graph"))
+            sink = TrajectorySink(lambda tables: stage_run.commit(tables, "load"), flush_every=cfg.rollout.flush_every,
+                                  flush_seconds=cfg.rollout.flush_seconds)
             async with make_teacher(cfg) as teacher:
                 engine = RolloutEngine(cfg, teacher, env, sink, stats)
                 items = [(f"load-{i:05d}", f"Load question {i}?", 0) for i in range(3 * N)]

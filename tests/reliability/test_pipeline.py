@@ -127,7 +127,8 @@ def test_pipeline_survives_faults_and_a_teacher_restart_and_never_leaks_keys(tmp
 
     # Every passed question: exactly one trajectory; every trajectory: kept or rejected with a reason.
     q = read_table(out, "questions", columns=["question_id", "passed"]).to_pylist()
-    passed = {r["question_id"] for r in q if r["passed"] is not False}
+    screened_out = {r["row_id"] for r in read_table(out, "rejects").to_pylist() if r["stage"] == "screen"}
+    passed = {r["question_id"] for r in q if r["passed"]} - screened_out
     traj = read_table(out, "trajectories").to_pylist()
     assert Counter(t["question_id"] for t in traj) == Counter({qid: 1 for qid in passed})
     assert all(t["status"] != "error" for t in traj), [t["error"] for t in traj if t["status"] == "error"]

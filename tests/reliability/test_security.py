@@ -4,9 +4,9 @@ Already proven elsewhere (not repeated): the SQL guard's statement list and
 read_csv/read_text/glob/http refusals through ``query_arrow``
 (tests/storage/test_catalog.py), COPY refused by the CLI (tests/test_cli.py), no
 secrets in the export manifest or the card with hand-written rows
-(tests/storage/test_export.py, test_card.py), card escaping of hand-written rows
+(tests/publish/test_export.py, test_card.py), card escaping of hand-written rows
 (test_card.py::test_untrusted_text_is_escaped), page text that imitates tool calls
-(tests/synth/test_rollout.py::test_page_text_never_triggers_an_action).
+(tests/rollouts/test_engine.py::test_page_text_never_triggers_an_action).
 
 Added here: every refusal through the ``hopforge sql`` CLI entry point (exit code,
 one line, no file created, no TCP connection made, symlinks and ``..`` out of the
@@ -36,11 +36,13 @@ from hopforge.cli import main as cli_main
 from hopforge.config import load_config
 from hopforge.filters import run_filters
 from hopforge.labels.stage import run_labels
-from hopforge.storage import ShardWriter, query_arrow, read_table, schema_for, write_shard
 from hopforge.publish.card import render_card
 from hopforge.publish.export import export_dataset
-from hopforge.rollouts.engine import run_rollouts
+from hopforge.rollouts import run_rollouts
+from hopforge.stage import resolve, selection_for
+from hopforge.storage import ShardWriter, query_arrow, read_table, schema_for
 from hopforge.testing.scripted import OraclePolicy, ScriptedServer
+from hopforge.testing.stages import complete_chain
 
 # ---------------------------------------------------------------- hopforge sql (CLI entry point)
 
@@ -134,12 +136,14 @@ QUESTIONS = [
 ]
 
 
-def write_hostile_wiki(out: Path) -> None:
+def write_hostile_wiki(cfg) -> None:
+    """The hostile pages and questions as the complete output of the graph, question and screen stages."""
     pages = [{"page_id": i + 1, "title": t, "ns": 0, "text": text, "lead": text} for i, (t, text) in
              enumerate(PAGES.items())]
-    write_shard(out, "pages", pa.Table.from_pylist(pages, schema=schema_for("pages")), run_id="fixture")
     qs = [{**q, "hops": len(q["path"]), "passed": True, "answer_aliases": []} for q in QUESTIONS]
-    write_shard(out, "questions", pa.Table.from_pylist(qs, schema=schema_for("questions")), run_id="fixture")
+    complete_chain(cfg, {"graph": {"pages": pa.Table.from_pylist(pages, schema=schema_for("pages"))},
+                         "questions": {"questions": pa.Table.from_pylist(qs, schema=schema_for("questions"))},
+                         "screen": {}})
 
 
 def canaries() -> list[Path]:
@@ -168,20 +172,21 @@ class RecordingServer(ScriptedServer):
 def full_run(tmp_path: Path, protocol: str = "chat", **over) -> tuple[object, Path, Path, set[str]]:
     """rollouts -> filters -> labels -> export -> card on the hostile wiki; returns (cfg, out, dest, auth seen)."""
     out = tmp_path / "out"
-    write_hostile_wiki(out)
+    settings = {"run.out": str(out), "graph.dump": "hostile-wiki.xml", "teacher.backend": "scripted",
+                "teacher.model": "scripted", "teacher.protocol": protocol, "rollout.retry_base_s": 0.01,
+                "rollout.request_timeout_s": 5.0, "filters.min_tool_calls": 1, **over}
+    write_hostile_wiki(load_config(None, settings))
     with RecordingServer(OraclePolicy(QUESTIONS)) as server:
-        cfg = load_config(None, {
-            "run.out": str(out), "teacher.backend": "scripted", "teacher.model": "scripted",
-            "teacher.base_url": server.url, "teacher.protocol": protocol, "rollout.retry_base_s": 0.01,
-            "rollout.request_timeout_s": 5.0, "filters.min_tool_calls": 1, **over})
+        cfg = load_config(None, {**settings, "teacher.base_url": server.url})
         stats = run_rollouts(cfg)
         auth = set(server.auth)
-    assert stats["status"] == {"answered": 3}, stats
+    assert stats.status == {"answered": 3}, stats
     run_filters(cfg)
     run_labels(cfg)
     dest = tmp_path / "export"
-    export_dataset(cfg, "trl", dest)
-    render_card(cfg, dest)
+    selection = selection_for(resolve(cfg, "labels"))  # what `hopforge export --config` reads
+    export_dataset(cfg, "trl", dest, selection=selection)
+    render_card(cfg, dest, selection=selection)
     return cfg, out, dest, auth
 
 

@@ -5,9 +5,10 @@ tests/test_cli.py::test_inspect_fails_on_a_changed_shard.
 Added here: bit flips anywhere in a shard are caught on the *read path* (not only by
 ``hopforge inspect``) with one clear error naming the shard, earlier runs stay readable;
 ``hopforge sql`` on a corrupt shard is one line, no traceback; and the disk filling up in
-the middle of a rollout flush surfaces as a StorageError from the engine while every
-shard written before stays intact, and a re-run after space is freed completes the run
-with nothing lost or duplicated.
+the middle of a rollout flush (its turns and trajectories shards are one group commit)
+surfaces as a StorageError naming the directories while every shard written before stays
+intact and nothing of the failed group is visible, and a re-run after space is freed
+completes the run with nothing lost or duplicated.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from hopforge.errors import StorageError
+from hopforge.rollouts import run_rollouts
 from hopforge.storage import ShardWriter, read_table, verify
-from hopforge.rollouts.engine import run_rollouts
 from hopforge.testing.scripted import OraclePolicy, ScriptedServer
 from tests.reliability.test_faults import assert_each_question_once, many_questions
 from tests.rollouts.rollout_fixtures import rollout_cfg, write_wiki
@@ -120,20 +121,17 @@ def test_disk_full_mid_rollout_flush_is_a_clear_error_and_earlier_shards_survive
                 run_rollouts(cfg)
         assert full.failed >= 1
         msg = str(exc.value)
-        assert f"table {table!r}" in msg and "No space left on device" in msg and str(out) in msg
-        # Every shard written before the disk filled up is complete and matches its manifest.
+        assert "No space left on device" in msg and str(out / table / "run=rollouts-") in msg, msg
+        # Every shard written before the disk filled up is complete and matches its manifest, and nothing
+        # of the failed group is visible (no turns without their trajectories, no temp files).
         for t in ("turns", "trajectories"):
             assert verify(out, t).clean and not list((out / t).glob("run=*/.tmp-*"))
-        done = read_table(out, "trajectories", columns=["trajectory_id"]).num_rows
-        assert done == 12  # exactly the 3 committed flushes of 4
+        assert not list((out / "_journal").glob("*.json"))
+        done = read_table(out, "trajectories", columns=["trajectory_id"]).column(0).to_pylist()
+        assert len(done) == 12  # exactly the 3 committed flushes of 4
+        assert set(read_table(out, "turns", columns=["trajectory_id"]).column(0).to_pylist()) == set(done)
         # Space is freed: the same command resumes, redoing only what was not committed.
         stats = run_rollouts(cfg)
-    # A flush whose turns shard was written but whose trajectories shard was not leaves turns without a
-    # trajectory row: the resume closes those as interrupted (rollout.close_orphans) rather than writing
-    # their turns a second time; everything else is rolled out again.
-    closed = stats["status"].pop("interrupted_closed", 0)
-    assert (closed == 0) if table == "turns" else (closed >= 1)
-    assert stats["trajectories"] == 30 - done - closed and stats["status"] == {"answered": 30 - done - closed}
+    assert (stats.resumed, stats.trajectories, stats.status) == (12, 18, {"answered": 18})
     assert_each_question_once(out, {q["question_id"] for q in qs})  # none lost, no turn twice
-    errors = read_table(out, "trajectories", columns=["status", "error"]).to_pylist()
-    assert sum(r["status"] == "error" and r["error"].startswith("interrupted") for r in errors) == closed
+    assert not any(r["status"] == "error" for r in read_table(out, "trajectories", columns=["status"]).to_pylist())

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import random
+
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from hopforge.errors import SQLGuardError
-from hopforge.storage import ShardWriter, guard_sql, query_arrow, scan
+from hopforge.storage import (
+    ShardWriter,
+    guard_sql,
+    open_catalog,
+    query_arrow,
+    scan,
+    write_shard,
+)
+from hopforge.storage.schemas import schema_for
 
 
 @pytest.fixture
@@ -100,3 +111,59 @@ def test_select_can_read_parquet_inside_the_data_dir(out):
 def test_bad_sql_is_a_clear_error(out):
     with pytest.raises(SQLGuardError, match="does not parse"):
         guard_sql("SELEC nothing")
+
+
+def _questions(out, run: str, rows: list[tuple[str, str]]) -> None:
+    write_shard(out, "questions", pa.Table.from_pylist(
+        [{"question_id": q, "question": f"{q}?", "answer": a, "hops": 2} for q, a in rows],
+        schema=schema_for("questions")), run_id=run)
+
+
+def test_a_selection_names_the_partitions_each_view_reads_and_table_all_reads_every_one(tmp_path):
+    _questions(tmp_path, "questions-a", [("q0", "a0"), ("q1", "a1")])
+    _questions(tmp_path, "questions-b", [("q1", "b1"), ("q2", "b2")])
+    write_shard(tmp_path, "kept", pa.Table.from_pylist([{"trajectory_id": "t1", "question_id": "q1"}],
+                                                       schema=schema_for("kept")), run_id="filters-x")
+    sel = {"questions": ["questions-b"]}  # kept is not selected: its view is empty, typed
+    sql = "SELECT question_id, answer, run FROM questions ORDER BY 1"
+    assert query_arrow(tmp_path, sql, selection=sel).to_pylist() == [
+        {"question_id": "q1", "answer": "b1", "run": "questions-b"},
+        {"question_id": "q2", "answer": "b2", "run": "questions-b"}]
+    assert query_arrow(tmp_path, "SELECT count(*) AS n, count(correct) AS c FROM kept", selection=sel).to_pylist() \
+        == [{"n": 0, "c": 0}]
+    # <table>_all: every partition; the same id in two partitions is two rows (dedup is within a partition)
+    all_rows = query_arrow(tmp_path, "SELECT question_id, run FROM questions_all ORDER BY 2, 1", selection=sel)
+    assert [(r["question_id"], r["run"]) for r in all_rows.to_pylist()] == [
+        ("q0", "questions-a"), ("q1", "questions-a"), ("q1", "questions-b"), ("q2", "questions-b")]
+    assert query_arrow(tmp_path, "SELECT count(*) AS n FROM kept_all", selection=sel).to_pylist() == [{"n": 1}]
+    # no selection: <table> reads every partition too
+    assert query_arrow(tmp_path, "SELECT count(*) AS n FROM questions").to_pylist() == [{"n": 4}]
+    assert sorted(scan("questions", tmp_path, selection=sel).collect()["answer"].to_list()) == ["b1", "b2"]
+
+
+def test_an_id_written_twice_in_a_partition_shows_once_first_copy_and_file_order_kept(tmp_path):
+    rng = random.Random(5)
+    ids = [f"q{i:05d}" for i in range(3_000)]
+    rng.shuffle(ids)  # file order differs from id order
+    _questions(tmp_path, "r", [(q, "first") for q in ids[:2_000]])
+    # a second writer (the leases failed) wrote 500 of the same ids again, and 1,000 new ones
+    again = ids[100:600] + ids[2_000:]
+    _questions(tmp_path, "r", [(q, "second") for q in again])
+    expected = [(q, "first") for q in ids[:2_000]] + [(q, "second") for q in ids[2_000:]]
+    for view in ("questions", "questions_all"):
+        got = query_arrow(tmp_path, f"SELECT question_id, answer FROM {view}").to_pylist()
+        assert [(r["question_id"], r["answer"]) for r in got] == expected, view
+        page = query_arrow(tmp_path, f"SELECT question_id FROM {view} LIMIT 50 OFFSET 1990").column(0).to_pylist()
+        assert page == [q for q, _ in expected[1990:2040]]
+    with open_catalog(tmp_path, {"questions": ["r"]}) as con:
+        assert con.sql("SELECT count(*) FROM questions").fetchall() == [(3_000,)]
+
+
+def test_turns_view_over_a_selection_joins_the_selected_labelling_run(out):
+    sel = {"turns": ["r1"], "turn_labels": ["old"]}
+    rows = query_arrow(out, "SELECT turn_index, loss_weight, label_policy FROM turns ORDER BY 1",
+                       selection=sel).to_pylist()
+    assert [(r["loss_weight"], r["label_policy"]) for r in rows] == [(None, None), (0.5, "old"), (None, None),
+                                                                    (None, None)]
+    lf = scan("turns", out, selection=sel).sort("turn_index").collect()
+    assert lf["loss_weight"].to_list() == [None, 0.5, None, None]

@@ -10,8 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 from tests.viewer.viewer_rows import SCRIPT, write_many_questions
 
+from hopforge.config import load_config
 from hopforge.errors import SQLGuardError
+from hopforge.stage import selection_for
 from hopforge.storage import ShardWriter, guard_sql
+from hopforge.testing.stages import complete_chain
 from hopforge.viewer import create_app
 from hopforge.viewer.app import TEMPLATES
 
@@ -353,3 +356,18 @@ def test_data_from_a_newer_schema_is_refused_with_the_reason(small_run):
         r = c.get("/")
     assert r.status_code == 400
     assert "table &#39;kept&#39; was written with schema version 999" in r.text and "upgrade hopforge" in r.text
+
+
+def test_the_question_list_shows_one_chain_of_stage_runs(tmp_path):
+    out = tmp_path / "data"
+    chains = []
+    for seed, ids in ((0, range(4)), (1, range(2, 5))):  # q2 and q3 in both runs
+        cfg = load_config(None, {"run.out": str(out), "run.seed": seed, "graph.dump": "fixture-wiki.xml"})
+        qs = [{"question_id": f"q{i}", "question": f"Q{i}?", "answer": "A", "hops": 2, "passed": True} for i in ids]
+        chains.append(complete_chain(cfg, {"questions": {"questions": qs}})["questions"])
+    with client_for(out) as c:  # the most recently completed chain, each question once
+        r = c.get("/questions")
+        assert question_ids(r.text) == ["q2", "q3", "q4"] and '<b id="total">3</b>' in r.text
+    pinned = create_app(out, selection=lambda: selection_for(chains[0]))  # `hopforge view --config`
+    with TestClient(pinned, base_url="http://127.0.0.1:8765") as c:
+        assert question_ids(c.get("/questions").text) == ["q0", "q1", "q2", "q3"]

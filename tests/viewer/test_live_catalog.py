@@ -5,8 +5,11 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from hopforge.config import load_config
+from hopforge.stage import selection_for
 from hopforge.storage import ShardWriter
 from hopforge.storage.catalog import fetch_arrow
+from hopforge.testing.stages import complete_chain
 from hopforge.viewer.live_catalog import LiveCatalog
 
 
@@ -70,3 +73,40 @@ def test_concurrent_readers_while_shards_are_written(small_run):
     assert errors == []
     assert reopened > 1, "the writer never overlapped the readers; the test proved nothing"
     assert set(results) == {3}  # the joins only see the three original questions with trajectories
+
+
+def _complete_questions(out, seed: int, ids: range):
+    cfg = load_config(None, {"run.out": str(out), "run.seed": seed, "graph.dump": "fixture-wiki.xml"})
+    qs = [{"question_id": f"q{i}", "question": f"Q{i}?", "answer": "A", "hops": 2, "passed": True} for i in ids]
+    return complete_chain(cfg, {"questions": {"questions": qs}})["questions"]
+
+
+def test_views_read_the_latest_completed_chain_and_follow_a_newer_one(tmp_path):
+    out = tmp_path / "data"
+    _complete_questions(out, 0, range(4))
+    newer = _complete_questions(out, 1, range(2, 5))  # q2 and q3 again, in another partition
+    cat = LiveCatalog(out)
+    try:
+        with cat.cursor() as con:
+            rows = fetch_arrow(con, "SELECT question_id, run FROM questions ORDER BY 1").to_pylist()
+            assert rows == [{"question_id": f"q{i}", "run": newer.fingerprint} for i in range(2, 5)]
+            assert fetch_arrow(con, "SELECT count(*) AS n FROM questions_all").to_pylist() == [{"n": 7}]
+        generation = cat.generation
+        newest = _complete_questions(out, 2, range(9, 10))
+        with cat.cursor() as con:
+            assert fetch_arrow(con, "SELECT question_id, run FROM questions").to_pylist() == [
+                {"question_id": "q9", "run": newest.fingerprint}]
+        assert cat.generation == generation + 1
+    finally:
+        cat.close()
+
+
+def test_a_given_selection_pins_the_views_to_one_chain(tmp_path):
+    out = tmp_path / "data"
+    older = _complete_questions(out, 0, range(4))
+    _complete_questions(out, 1, range(2, 5))
+    cat = LiveCatalog(out, selection=lambda: selection_for(older))
+    try:
+        assert _count(cat) == 4
+    finally:
+        cat.close()

@@ -21,7 +21,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import wait
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from hopforge.config import Config, load_config
 from hopforge.errors import LeaseHeldError
@@ -58,7 +58,12 @@ def stage_flow(name: str, cfg: Config, wait_for_lease: bool | float = False) -> 
     run = resolve(cfg, name)
     t0 = time.monotonic()
     report = StageReport(name, fingerprint=run.fingerprint)
-    with Lease(run.out, name, owner=owner_name("hopforge flow")).acquire(wait=wait_for_lease):
+    try:
+        lease = Lease(run.out, name, owner=owner_name("hopforge flow")).acquire(wait=wait_for_lease)
+    except LeaseHeldError as e:  # not an error of this run: reported, without a traceback in the flow's log
+        report.held = str(e)
+        return report.to_dict()
+    with lease:
         run, skip, done = prepare(run)
         if done is not None:
             report.stats, report.empty = done.to_dict(), skip or done.empty
@@ -139,14 +144,10 @@ def pipeline(config_path: str | None = None, overrides: dict[str, Any] | None = 
     with cluster_for(cfg) as address:
         for i, name in enumerate(selected):
             sf = stage_flow.with_options(task_runner=make_task_runner(cfg, address, name))
-            try:
-                state = sf(name, cfg, wait_for_lease, return_state=True)
-            except LeaseHeldError as e:  # raised before the flow run starts its tasks
-                held, not_run = str(e), selected[i:]
-                break
+            state = sf(name, cfg, wait_for_lease, return_state=True)
             data = state.result(raise_on_failure=False)
-            if isinstance(data, LeaseHeldError):
-                held, not_run = str(data), selected[i:]
+            if isinstance(data, dict) and data.get("held"):
+                held, not_run = data["held"], selected[i:]
                 break
             if isinstance(data, dict):
                 report = StageReport.from_dict(data)
@@ -164,6 +165,8 @@ def pipeline(config_path: str | None = None, overrides: dict[str, Any] | None = 
     summary["artifact"] = {"key": key, "id": str(artifact_id)}
     if summary["ok"]:
         return summary
+    if held is not None:  # another run holds a stage (a cron tick overlapping a long run): skipped, not failed
+        return Completed(message=failure_message(summary), data=summary)
     return Failed(message=failure_message(summary), data=summary)
 
 

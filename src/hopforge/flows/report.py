@@ -43,6 +43,7 @@ class StageReport:
     stats: dict[str, Any] = field(default_factory=dict)  # the stage's typed stats, merged over batches
     seconds: float = 0.0
     empty: str | None = None  # why the stage had nothing to produce (the stages after it skip)
+    held: str | None = None  # another process holds the stage's lease: the stage did not run (its line)
 
     @property
     def ok(self) -> bool:
@@ -112,10 +113,8 @@ def stage_outcome(s: Mapping[str, Any], previous: Mapping[str, Any] | None = Non
     (``previous``: the report of the stage before it, whose "nothing to do" this one inherits)."""
     if s["failures"]:
         return "failed"
-    if s.get("empty"):
-        if previous is not None and previous.get("empty") == s["empty"]:
-            return "skipped (nothing to do upstream)"
-        return f"nothing to do: {s['empty']}"
+    if s.get("empty"):  # no batch planned: skipped because of an empty upstream (or nothing to plan)
+        return f"nothing to do: {s['empty']}" if s["tasks"] else f"skipped: {s['empty']}"
     if s["tasks"] and s["skipped"] == s["tasks"]:
         return "skipped (complete)"
     return "ran"

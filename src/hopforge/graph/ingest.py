@@ -341,12 +341,15 @@ class ParsedBatch:
 def ingest_batch(cfg: Config, batch: IngestBatch) -> tuple[ParsedBatch, dict]:
     """Parse one batch; returns its rows and its ``ingest_batches`` stats row (not yet committed).
 
-    Off the main thread the parse runs in a child process, so the page time limit holds."""
+    Off the main thread the parse runs in a child process, so the page time limit holds; a daemonic
+    process (a Dask worker) may not have children, so there it parses in this thread and a slow page
+    is rejected once it returns (the limit cannot interrupt it)."""
+    import multiprocessing as mp
+
     t0 = time.monotonic()
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() or mp.current_process().daemon:
         parsed = parse_batch(cfg.graph.model_dump(mode="json"), batch)
     else:
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: forking a process whose other threads hold locks can deadlock the child.

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # bm25s logs every index build at DEBUG through its own handler; keep it out of our CLI output.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: passages in page-id order
 # bm25s' own default token pattern; queries are split with the same regex so
 # query and corpus tokens agree.
 TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
@@ -137,6 +137,9 @@ class SearchIndex:
         pages = read_table(out, "pages", run=run, columns=["page_id", "title", "text"]) if run else None
         if pages is None or pages.num_rows == 0:
             raise StorageError(f"no pages under {Path(out) / 'pages'} (graph run {run}): run `hopforge ingest` first")
+        # In page-id order, not shard order (which follows the order ingest batches happened to finish):
+        # passages tied on score then rank the same in every run of the same graph.
+        pages = pages.sort_by("page_id")
         titles = pages.column("title").to_pylist()
         texts = [t or "" for t in pages.column("text").to_pylist()]
         page_ids = pages.column("page_id").to_pylist()

@@ -84,10 +84,18 @@ def _source(con: duckdb.DuckDBPyConnection, name: str, out: Path, table: str, ru
         con.execute(f"CREATE TABLE {name} AS SELECT *, NULL::VARCHAR AS run FROM empty")
         return
     globs = ", ".join(f"'{_glob(out, table, r)}'" for r in have)
-    src = f"read_parquet([{globs}], hive_partitioning = true, union_by_name = true)"
     ids = ", ".join(ID_COLUMNS.get(table, ()))
-    dedup = f" QUALIFY row_number() OVER (PARTITION BY run, {ids}) = 1" if ids else ""
-    con.execute(f"CREATE VIEW {name} AS SELECT * FROM {src}{dedup}")
+    if not ids:
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{globs}], hive_partitioning = true, "
+                    "union_by_name = true)")
+        return
+    # The window that deduplicates scatters rows; the first copy in file order is kept and the view
+    # is put back in file order, so a reader paging with LIMIT/OFFSET (the viewer) sees stable pages.
+    src = (f"read_parquet([{globs}], hive_partitioning = true, union_by_name = true, filename = true, "
+           "file_row_number = true)")
+    con.execute(f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename, file_row_number) FROM {src} "
+                f"QUALIFY row_number() OVER (PARTITION BY run, {ids} ORDER BY filename, file_row_number) = 1 "
+                "ORDER BY filename, file_row_number")
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, out: Path, selection: Selection | None) -> None:

@@ -11,6 +11,7 @@ DNS-rebinding requests that would let a web page read the data through the brows
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from hopforge.errors import HopforgeError, StorageError
+from hopforge.storage.catalog import Selection
 from hopforge.viewer import queries
 from hopforge.viewer.live_catalog import LiveCatalog
 
@@ -98,15 +100,15 @@ def _page_url(filters: dict[str, Any], page: int) -> str:
     return "/questions?" + urlencode({**filters, "page": page} if page > 1 else filters)
 
 
-def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
+def create_app(out: str | Path, card: str | Path | None = None,
+               selection: Callable[[], Selection | None] | None = None) -> FastAPI:
     """The viewer app over the data directory ``out`` (opened lazily, reopened when shards change).
 
     ``card`` is an export directory whose data card (README.md, plots/*.png) the overview shows;
-    without it the usual places under ``out`` are searched.
+    without it the usual places under ``out`` are searched. ``selection`` names the chain of
+    stage runs the views read (default: the most recently completed one).
     """
-    from hopforge.stage import current_selection
-
-    catalog = LiveCatalog(out, select=current_selection)
+    catalog = LiveCatalog(out, selection)
     card_dir = Path(card).resolve() if card is not None else None
     templates = Jinja2Templates(env=_environment())
 
@@ -241,13 +243,14 @@ def create_app(out: str | Path, card: str | Path | None = None) -> FastAPI:
     return app
 
 
-def serve(out: str | Path, port: int = 8765, card: str | Path | None = None) -> None:
+def serve(out: str | Path, port: int = 8765, card: str | Path | None = None,
+          selection: Callable[[], Selection | None] | None = None) -> None:
     """Serve the viewer on 127.0.0.1:``port`` until interrupted (never on another interface)."""
     import uvicorn
 
     if card is not None and not Path(card).is_dir():
         raise StorageError(f"--card {card}: not a directory (pass the --dest of `hopforge export`)")
-    app = create_app(out, card)
+    app = create_app(out, card, selection)
     with app.state.catalog.cursor():  # fail now, with the storage error, if OUT is not a data directory
         pass
     log.info("hopforge viewer on http://%s:%d/ (Ctrl-C to stop)", HOST, port)

@@ -5,7 +5,10 @@ it opens (a table with no shards becomes an empty typed table), so a viewer left
 running while the pipeline works would never see new tables. Rebuilding the catalog
 per request costs tens of milliseconds; instead the manifests' (mtime, size) are
 checked per request (a dozen ``stat`` calls) and the catalog is reopened only when
-one changed.
+one changed, or when a stage run completed (which can change the chain the views read).
+
+The views read one consistent chain of stage runs (``selection``, asked again at each reopen):
+by default the most recently completed one, as ``hopforge sql`` does without ``--config``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 
 import duckdb
 
-from hopforge.storage.catalog import open_catalog
+from hopforge.stage import STAGES_DIR, current_selection
+from hopforge.storage.catalog import Selection, open_catalog
 from hopforge.storage.schemas import SCHEMAS
 from hopforge.storage.shards import MANIFEST, table_dir
 
@@ -26,12 +30,9 @@ from hopforge.storage.shards import MANIFEST, table_dir
 class LiveCatalog:
     """Hands out read-only DuckDB cursors over ``out``; thread-safe.
 
-    ``select`` picks the partitions the plain table views read (e.g. the most recently completed
-    chain of stage runs); it is asked again whenever the catalog reopens."""
-
-    def __init__(self, out: str | Path, select: Callable[[Path], Any] | None = None) -> None:
+    def __init__(self, out: str | Path, selection: Callable[[], Selection | None] | None = None) -> None:
         self.out = Path(out).resolve()
-        self.select = select
+        self._selection = selection or (lambda: current_selection(self.out))
         self._lock = threading.Lock()
         self._stack: ExitStack | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -47,14 +48,13 @@ class LiveCatalog:
                 sig.append((table, st.st_mtime_ns, st.st_size))
             except FileNotFoundError:
                 sig.append((table, None, None))
-        # A stage run completing changes which chain the views show.
-        sig.append(("_stages", len(list(self.out.glob("_stages/*/complete.json")))))
+        sig.append(tuple(sorted((p.parent.name, p.stat().st_mtime_ns)
+                                for p in (self.out / STAGES_DIR).glob("*/complete.json"))))
         return tuple(sig)
 
     def _reopen(self, signature: tuple[Any, ...]) -> None:
         stack = ExitStack()
-        selection = self.select(self.out) if self.select else None
-        con = stack.enter_context(open_catalog(self.out, selection))  # raises StorageError for a missing dir
+        con = stack.enter_context(open_catalog(self.out, self._selection()))  # StorageError for a missing dir
         old = self._stack
         self._stack, self._con, self._signature = stack, con, signature
         self.generation += 1
