@@ -30,6 +30,9 @@ from hopforge.storage.shards import MANIFEST, table_dir
 class LiveCatalog:
     """Hands out read-only DuckDB cursors over ``out``; thread-safe.
 
+    ``selection`` gives the partitions the plain table views read (default: the most recently
+    completed chain of stage runs); it is asked again whenever the catalog reopens."""
+
     def __init__(self, out: str | Path, selection: Callable[[], Selection | None] | None = None) -> None:
         self.out = Path(out).resolve()
         self._selection = selection or (lambda: current_selection(self.out))
