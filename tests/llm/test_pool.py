@@ -18,7 +18,7 @@ import pytest
 
 from hopforge.config import load_config
 from hopforge.errors import ConfigError, TeacherError
-from hopforge.llm.client import EndpointDownError, LeanTransport, Retry, Teacher, TransientError
+from hopforge.llm.client import EndpointDownError, Retry, Teacher, TransientError
 from hopforge.llm.pool import Endpoint, EndpointPool
 from hopforge.llm.servers import ManagedServer, scripted_command
 from hopforge.rollouts import run_rollouts
