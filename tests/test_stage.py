@@ -53,7 +53,9 @@ def test_stats_merge_adds_counts_and_reasons_keeps_the_longest_wall_time_and_the
     assert (a.batches, a.batches_skipped, a.cpu_seconds, a.seconds) == (3, 1, 2.0, 4.0)
     assert a.rows == {"kept": 3, "rejects": 3}
     assert a.rejects == {"answer_mismatch": 3, "too_few_tool_calls": 1}
-    assert a.empty == "0 trajectories were written" and a.skipped  # nothing to do counts as skipped
+    # Batches ran (3, one skipped): the stage did not skip, even though it produced nothing usable.
+    assert a.empty == "0 trajectories were written" and not a.skipped
+    assert StageStats(empty="the graph has 0 links").skipped  # no batch at all: nothing ran
     assert StageStats(batches=2, batches_skipped=2).skipped and not StageStats(batches=2, batches_skipped=1).skipped
     assert StageStats.from_dict(a.to_dict()) == a
 

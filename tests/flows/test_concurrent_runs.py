@@ -123,7 +123,7 @@ def _run_pair(tmp_path: Path, config: Path, out: Path, env: dict[str, str], *ext
 def run_setup(pipeline_config, enwiki_233_module: Path, prefect_harness: str, hopforge_env: dict[str, str],
               tmp_path: Path):
     config = pipeline_config(tmp_path / "pipeline.toml", enwiki_233_module, graph={"batch_pages": 256},
-                             synth={"n_questions": 12, "batch_size": 6})
+                             synth={"n_questions": 80, "batch_size": 20})
     return config, tmp_path / "data", {**hopforge_env, "PREFECT_API_URL": prefect_harness, "COLUMNS": "250"}
 
 

@@ -74,7 +74,7 @@ def test_pipeline_survives_faults_and_a_teacher_restart_and_never_leaks_keys(tmp
     config = tmp_path / "pipeline.toml"  # the one file allowed to hold the config key
     sections = {
         "graph": {"dump": str(dump), "workers": 1, "batch_pages": 64},
-        "synth": {"n_questions": 24, "hops_min": 2, "hops_max": 3, "batch_size": 8},
+        "synth": {"n_questions": 160, "hops_min": 2, "hops_max": 3, "batch_size": 40},
         "teacher": {"backend": "scripted", "base_url": f"http://127.0.0.1:{port}", "api_key": CONFIG_KEY},
         "rollout": {"batch_questions": 4, "max_turns": 12, "max_in_flight": 4, "retries": 30,
                     "request_timeout_s": 1.0, "retry_base_s": 0.05, "retry_max_s": 0.5, "flush_every": 2},

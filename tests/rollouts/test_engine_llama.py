@@ -18,7 +18,7 @@ import pytest
 from hopforge.config import load_config
 from hopforge.llm.servers import _healthy
 from hopforge.rollouts import RolloutStage
-from hopforge.stage import execute_batch, prepare, resolve, run_stage, selection_for
+from hopforge.stage import close_run, execute_batch, prepare, resolve, run_stage, selection_for
 from hopforge.storage import query_arrow
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def test_gemma_on_llama_cpp_plays_the_text_protocol_on_enwiki_233(enwiki233_grap
         port = s.getsockname()[1]
     # graph.dump as the enwiki233_graph fixture ingested it, so its graph run is this chain's.
     dump = (Path(__file__).resolve().parents[2] / ".." / "shared" / "wiki" / "enwiki-233.xml.bz2").resolve()
-    cfg = load_config(None, {"run.out": str(out), "graph.dump": str(dump), "synth.n_questions": 12,
+    cfg = load_config(None, {"run.out": str(out), "graph.dump": str(dump), "synth.n_questions": 40,
                              "synth.hops_min": 2, "synth.hops_max": 2,
                              "teacher.backend": "cpu", "teacher.port": port, "teacher.threads": 2,
                              "teacher.context_tokens": 4096, "teacher.max_tokens": 64, "teacher.temperature": 0.0,
@@ -56,6 +56,9 @@ def test_gemma_on_llama_cpp_plays_the_text_protocol_on_enwiki_233(enwiki233_grap
     assert skip is None and done is None
     stats = execute_batch(stage, run, stage.plan(run)[0])
     assert stats.trajectories == 1 and stats.rows == {"trajectories": 1}
+    # One teacher per stage run: the server outlives the batch and stops when the run ends.
+    assert _healthy(f"http://127.0.0.1:{port}/v1/models")
+    close_run(run)
     assert not _healthy(f"http://127.0.0.1:{port}/v1/models")  # the server was stopped
     sel = selection_for(run)
     t = query_arrow(out, "SELECT status, teacher_backend, num_turns, error FROM trajectories",
