@@ -72,6 +72,7 @@ def run_one(tree: Path, snippet: str, out: Path) -> tuple[float, float, float | 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True, help="git revision of the 'before' tree")
+    ap.add_argument("--after", default=None, help="git revision of the 'after' tree (default: this working tree)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated substrings of measurement names")
     a = ap.parse_args()
@@ -81,6 +82,10 @@ def main() -> None:
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before), a.before], check=True,
                    capture_output=True)
     trees = {"before": before, "after": REPO}
+    if a.after:
+        trees["after"] = work / "after"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(trees["after"]), a.after],
+                       check=True, capture_output=True)
     results: dict[str, dict[str, list[float]]] = {n: {"before": [], "after": []} for n in names}
     try:
         for r in range(a.rounds):
@@ -93,11 +98,12 @@ def main() -> None:
                     print(f"round {r + 1} {label:<6} {name}: {results[name][label][-1]:.2f} CPU s ({wall:.1f} s wall)",
                           file=sys.stderr, flush=True)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
+        for t in {before, trees["after"]} - {REPO}:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(t)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    print(f"# before/after: {a.before} vs {head} (working tree)\n")
+    head = a.after or subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip() + " (working tree)"
+    print(f"# before/after: {a.before} vs {head}\n")
     print(f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}; machine: {platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}")
     print(f"- {a.rounds} interleaved rounds; median CPU seconds of the process tree (questions: the stage's "
