@@ -208,6 +208,11 @@ class FilterConfig(_Section):
     # Keep questions the teacher solves with tools more often than this (over its rollout attempts);
     # 0 keeps everything (one attempt per question cannot measure a rate).
     min_solve_rate_tools: float = Field(default=0.0, ge=0, lt=1)
+    # Recoverable errors: a bad call (unparseable, unknown tool, invalid arguments, error observation)
+    # followed by a valid call is masked (loss_weight 0) instead of rejecting the trajectory, while the
+    # bad calls number at most max_masked_calls and at most max_masked_share of its calls. 0 = strict.
+    max_masked_calls: int = Field(default=3, ge=0)
+    max_masked_share: float = Field(default=0.25, ge=0, le=1)
 
 
 class LabelConfig(_Section):
