@@ -517,8 +517,13 @@ def export(
     dest: Annotated[Path, typer.Option("--dest", "-d", help="Export directory (a dataset repo layout).")],
     config: ConfigOpt = None,
     out: OutOpt = None,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="trl | sharegpt | openai-jsonl "
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="trl | sharegpt | openai-jsonl | tokens | rl "
                                             "(default: export.format)")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokens: the student's tokenizer, a directory "
+                                                  "or a .gguf file (default: export.tokenizer).")] = None,
+    chat_template: Annotated[str | None, typer.Option("--chat-template", help="tokens: a Jinja chat template file "
+                                                      "or a bundled name (gemma3), when the tokenizer has none "
+                                                      "(default: export.chat_template).")] = None,
     include_rejected: Annotated[bool, typer.Option("--include-rejected", help="Also export rejected "
                                                    "trajectories (for analysis, not training).")] = False,
     window_turns: Annotated[int | None, typer.Option(help="Cut trajectories into windows of at most N assistant "
@@ -536,13 +541,19 @@ def export(
     from hopforge.publish.export import push_to_hub as push
 
     cfg = settings(config, out, **{"export.format": fmt, "export.window_turns": window_turns,
-                                   "export.reasoning": reasoning, "export.push_to_hub": push_to_hub})
+                                   "export.reasoning": reasoning, "export.push_to_hub": push_to_hub,
+                                   "export.tokenizer": tokenizer, "export.chat_template": chat_template})
     selection = _selection(cfg, config)
     manifest = export_dataset(cfg, cfg.export.format, dest, include_rejected=include_rejected, overwrite=overwrite,
                               selection=selection)
     c = manifest["counts"]
+    what = f"{c['questions']} questions" if manifest["format"] == "rl" else f"{c['trajectories']} trajectories"
     console.print(f"exported {c['samples']['train']} train / {c['samples']['validation']} validation rows "
-                  f"({c['trajectories']} trajectories, {manifest['format']}) to {dest}")
+                  f"({what}, {manifest['format']}) to {dest}")
+    if "tokens" in manifest:
+        t = manifest["tokens"]
+        console.print(f"tokens: {t['tokens']:,} in all, {t['assistant_tokens']:,} assistant, "
+                      f"{t['weighted_tokens']:,} with weight > 0; chat template: {t['chat_template']['source']}")
     if card:
         console.print(f"dataset card: {render_card(cfg, dest, selection=selection)}")
     if cfg.export.push_to_hub:

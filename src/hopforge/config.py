@@ -223,7 +223,11 @@ class LabelConfig(_Section):
 
 
 class ExportConfig(_Section):
-    format: Literal["trl", "sharegpt", "openai-jsonl"] = "trl"
+    format: Literal["trl", "sharegpt", "openai-jsonl", "tokens", "rl"] = "trl"
+    # tokens: the student's tokenizer (a directory or a .gguf file) and, when it has none or another is
+    # wanted, a chat template (a Jinja file or a bundled name: gemma3).
+    tokenizer: str | None = None
+    chat_template: str | None = None
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     window_turns: int | None = Field(default=None, ge=2)
     reasoning: Literal["keep", "drop", "shorten"] = "keep"
