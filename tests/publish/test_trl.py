@@ -21,7 +21,13 @@ from hopforge.filters import run_filters  # noqa: E402
 from hopforge.labels.stage import run_labels  # noqa: E402
 from hopforge.publish.export import export_dataset  # noqa: E402
 from hopforge.publish.tokens import IGNORE_INDEX, TokenFormatter  # noqa: E402
-from hopforge.publish.trl import WeightedCollator, WeightedSFTTrainer, weighted_loss, weighted_sft_config  # noqa: E402
+from hopforge.publish.trl import (  # noqa: E402
+    WeightedCollator,
+    WeightedSFTTrainer,
+    load_gguf_causal_lm,
+    weighted_loss,
+    weighted_sft_config,
+)
 from hopforge.rollouts import run_rollouts  # noqa: E402
 from hopforge.stage import resolve, selection_for  # noqa: E402
 from hopforge.testing.scripted import FaultPlan, OraclePolicy, ScriptedServer  # noqa: E402
@@ -224,8 +230,6 @@ def test_two_optimizer_steps_of_gemma3_270m_on_the_scripted_export(pipeline_out,
     chat template: (a), (b), (c) on a fixed batch of two windows of the scripted export."""
     gguf = pytest.importorskip(GGUF_PACKAGE)
     pytest.importorskip("gguf")
-    from transformers import AutoModelForCausalLM
-
     path = Path(gguf.assemble())
     f = TokenFormatter(path)  # the bundled gemma3 template: the GGUF carries none
     assert f.info.source.startswith("bundled gemma3")
@@ -233,7 +237,7 @@ def test_two_optimizer_steps_of_gemma3_270m_on_the_scripted_export(pipeline_out,
     masked = [r for r in rows if any(w == 0 for w, x in zip(r["loss_weights"], r["labels"]) if x != -100)]
     rows = sorted(masked, key=lambda r: r["num_tokens"])[:1] + \
         sorted([r for r in rows if r not in masked], key=lambda r: r["num_tokens"])[:1]
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    model = load_gguf_causal_lm(path)
     trainer = trainer_for(model, f.tok, rows, tmp_path, learning_rate=2e-5)
     figures = check_training(trainer, WeightedCollator(f.tok), rows)
     assert all(math.isfinite(x) for x in figures["losses"])

@@ -39,6 +39,7 @@ torch, transformers and trl are imported here: install ``hopforge[train]``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -47,6 +48,30 @@ from trl import SFTConfig, SFTTrainer
 from hopforge.publish.tokens import IGNORE_INDEX, TokenFormatter
 
 Normalize = Literal["tokens", "sequence"]
+
+
+def load_gguf_causal_lm(path: str | Path, dtype: Any = None) -> Any:
+    """A trainable causal LM from a GGUF file (e.g. the CPU teacher's Gemma 3 270M).
+
+    transformers dequantizes a GGUF's weights on load but still marks the model quantized, and the
+    Trainer refuses to fine-tune a quantized model; the weights are plain tensors by then, so they
+    are moved into a model built from the same config without the quantization marker."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    dtype = dtype or torch.float32
+    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    # Tied output embeddings have no weight of their own in the state dict.
+    if [m for m in missing if "lm_head" not in m] or unexpected:
+        raise ValueError(f"{path}: weights do not match the architecture (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]})")
+    model.tie_weights()
+    return model
 
 
 def weighted_sft_config(output_dir: str, **kwargs: Any) -> SFTConfig:
