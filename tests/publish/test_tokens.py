@@ -186,3 +186,29 @@ def test_cli_tokens_export(pipeline, chatml_dir, tmp_path):
     r = CliRunner().invoke(app, ["export", "--config", str(conf), "--out", str(cfg.run.out), "--dest",
                                  str(tmp_path / "none"), "--format", "tokens"])
     assert isinstance(r.exception, ConfigError) and "needs a tokenizer: --tokenizer PATH_OR_GGUF" in str(r.exception)
+
+
+def test_the_card_says_the_weights_policy_the_weighted_tokens_and_how_to_train(pipeline, chatml_dir, tmp_path):
+    from hopforge.publish.card import render_card
+
+    cfg, sel = pipeline
+    f = TokenFormatter(chatml_dir)
+    dest = tmp_path / "tokens"
+    m = export_dataset(cfg, "tokens", dest, selection=sel, token_formatter=f)
+    card = render_card(cfg, dest, selection=sel).read_text()
+    n_assistant = sum(m["loss_weights"]["policies"].values())
+    assert f"Weights policy: **rules-v1** ({n_assistant} assistant turns)." in card
+    assert (f"**{m['tokens']['weighted_tokens']}** of {m['tokens']['assistant_tokens']} assistant tokens carry "
+            "weight > 0") in card
+    assert "from hopforge.publish.trl import WeightedSFTTrainer, weighted_sft_config" in card
+    assert "Tool results are tool messages" in card
+    # The snippet in the card runs as written (with the model and tokenizer names filled in).
+    snippet = card.split("```python\n", 2)[2].split("```", 1)[0]
+    assert "WeightedSFTTrainer(model=model, processing_class=tok, train_dataset=ds" in snippet
+    # A messages export counts the weighted tokens by the teacher's tokenizer.
+    dest2 = tmp_path / "trl"
+    m2 = export_dataset(cfg, "trl", dest2, selection=sel)
+    card2 = render_card(cfg, dest2, selection=sel).read_text()
+    c = m2["counts"]
+    assert 0 < c["teacher_weighted_assistant_tokens"] <= c["teacher_assistant_tokens"]
+    assert f"**{c['teacher_weighted_assistant_tokens']}** of {c['teacher_assistant_tokens']} assistant" in card2

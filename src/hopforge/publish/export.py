@@ -238,7 +238,7 @@ def _select_sql(include_rejected: bool) -> tuple[str, str]:
         ORDER BY tr.trajectory_id"""
     turns = f"""
         SELECT trajectory_id, question_id, turn_index, role, content, reasoning, tool_call_id, tool_name,
-               tool_args, raw_output, parse_error, context_action, loss_weight, label_policy
+               tool_args, raw_output, parse_error, context_action, loss_weight, label_policy, tokens_out
         FROM turns WHERE trajectory_id IN ({chosen})
         ORDER BY trajectory_id, turn_index"""
     return guard_sql(meta), guard_sql(turns)
@@ -387,6 +387,7 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
         "questions": dict.fromkeys(SPLITS, 0), "messages": 0, "assistant_messages": 0,
         "trained_messages": 0, "unlabelled_assistant_messages": 0, "trailing_messages_dropped": 0,
         "rejected_trajectories_included": 0, "assistant_turn_policies": {}, "masked_assistant_messages": 0,
+        "teacher_assistant_tokens": 0, "teacher_weighted_assistant_tokens": 0,
         "windows": {"windowed_trajectories": 0, "context_summary": 0, "deterministic": 0},
         "reasoning_chars": {"source": 0, "exported": 0},
     }
@@ -449,6 +450,11 @@ def _samples(cfg: Config, fmt: str, formatter: Any, info: dict[str, Any], turns:
             key = t.get("label_policy") or "unlabelled"
             policies[key] = policies.get(key, 0) + 1
             counts["masked_assistant_messages"] += bool(t.get("parse_error"))
+            n = t.get("tokens_out") or 0
+            counts["teacher_assistant_tokens"] += n
+            w = t.get("loss_weight")
+            if (w if w is not None else (0.0 if t.get("parse_error") else ecfg.unlabelled_weight)) > 0:
+                counts["teacher_weighted_assistant_tokens"] += n
     msgs, unlabelled = messages_from_turns(turns, default_weight=ecfg.unlabelled_weight)
     counts["unlabelled_assistant_messages"] += unlabelled
     counts["reasoning_chars"]["source"] += sum(len(m.reasoning or "") for m in msgs)
