@@ -70,14 +70,14 @@ def tiny_model(vocab: int):
 def hand_weighted_mean(model, batch) -> float:
     """sum_i w_i * nll_i / sum_i w_i with explicit loops over the plain logits (no fused head)."""
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.double()
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     num = den = 0.0
     for b in range(logits.size(0)):
         for j in range(1, logits.size(1)):
             w = float(batch["loss_weights"][b, j])
             if w == 0.0 or int(batch["labels"][b, j]) == IGNORE_INDEX:
                 continue
-            lp = torch.log_softmax(logits[b, j - 1], -1)[int(batch["labels"][b, j])]
+            lp = torch.log_softmax(logits[b, j - 1].double(), -1)[int(batch["labels"][b, j])]
             num += w * -float(lp)
             den += w
     return num / den
@@ -101,41 +101,41 @@ def turn_positions(row: dict, turn: int) -> list[int]:
     return [i for i, t in enumerate(row["turn_index"]) if t == turn and row["labels"][i] != IGNORE_INDEX]
 
 
-def check_training(trainer, collator, rows: list[dict], *, steps_loss_down: bool = True) -> dict:
+def check_training(trainer, collator, rows: list[dict]) -> dict:
     """The facts (a), (b), (c) on ``rows`` (a fixed batch). Returns the figures for the caller to print."""
     batch = collator(rows)
+    vocab = len(trainer.processing_class)
     # The masked garbage turn is in the batch, at weight 0, between weighted turns.
     masked = [(b, t) for b, r in enumerate(rows) for t in sorted(set(r["turn_index"]))
               if turn_positions(r, t) and all(r["loss_weights"][i] == 0 for i in turn_positions(r, t))]
     assert masked, "the export has a weight-0 assistant turn (the recovered garbage call)"
     trainer.model.train()
-    base = grads(trainer, batch)
     # (a) Changing the tokens of a weight-0 turn does not change the gradient: its own tokens (the
     # targets) in the middle of a conversation, and all its tokens (inputs too) when nothing after it
-    # is weighted (later tokens would legitimately see a different context).
-    b, t = masked[0]
-    pos = turn_positions(rows[b], t)
-    changed = {k: v.clone() for k, v in batch.items()}
-    changed["labels"][b, pos] = (changed["labels"][b, pos] + 7) % len(trainer.processing_class)
-    assert same(base, grads(trainer, changed)), "the targets of a weight-0 turn changed the gradient"
+    # is weighted (later tokens would legitimately see a different context). The last turn of row 0
+    # is set to weight 0 for the second check.
     last = max(i for i, x in enumerate(rows[0]["labels"]) if x != IGNORE_INDEX)
-    last_turn = rows[0]["turn_index"][last]
-    tail = turn_positions(rows[0], last_turn)
-    zeroed = {k: v.clone() for k, v in batch.items()}
-    zeroed["loss_weights"][0, tail] = 0.0  # the last turn, now at weight 0
-    z = grads(trainer, zeroed)
-    scrambled = {k: v.clone() for k, v in zeroed.items()}
-    scrambled["input_ids"][0, tail] = (scrambled["input_ids"][0, tail] + 11) % len(trainer.processing_class)
+    tail = turn_positions(rows[0], rows[0]["turn_index"][last])
+    base = {k: v.clone() for k, v in batch.items()}
+    base["loss_weights"][0, tail] = 0.0
+    g = grads(trainer, base)
+    b, t = masked[0]
+    pos = [p for p in turn_positions(rows[b], t) if not (b == 0 and p in tail)]
+    assert pos, "the weight-0 turn is not the last turn of its row"
+    changed = {k: v.clone() for k, v in base.items()}
+    changed["labels"][b, pos] = (changed["labels"][b, pos] + 7) % vocab
+    assert same(g, grads(trainer, changed)), "the targets of a weight-0 turn changed the gradient"
+    scrambled = {k: v.clone() for k, v in base.items()}
+    scrambled["input_ids"][0, tail] = (scrambled["input_ids"][0, tail] + 11) % vocab
     scrambled["labels"][0, tail] = scrambled["input_ids"][0, tail]
-    assert same(z, grads(trainer, scrambled)), "the tokens of a trailing weight-0 turn changed the gradient"
-    # ... while changing a weighted turn's tokens does change it (the check above can fail).
-    weighted_turn = next(tt for tt in sorted(set(rows[0]["turn_index"]))
-                         if turn_positions(rows[0], tt) and rows[0]["loss_weights"][turn_positions(rows[0], tt)[0]] > 0)
-    wpos = turn_positions(rows[0], weighted_turn)
-    control = {k: v.clone() for k, v in batch.items()}
-    control["labels"][0, wpos] = (control["labels"][0, wpos] + 7) % len(trainer.processing_class)
-    assert not same(base, grads(trainer, control))
-    # (b) The loss is the hand-computed weighted mean.
+    assert same(g, grads(trainer, scrambled)), "the tokens of a trailing weight-0 turn changed the gradient"
+    # ... while changing a weighted turn's targets does change it (the checks above can fail).
+    wb, wt = next((bb, tt) for bb, r in enumerate(rows) for tt in sorted(set(r["turn_index"]))
+                  if turn_positions(r, tt) and base["loss_weights"][bb, turn_positions(r, tt)[0]] > 0)
+    control = {k: v.clone() for k, v in base.items()}
+    control["labels"][wb, turn_positions(rows[wb], wt)] = (control["labels"][wb, turn_positions(rows[wb], wt)] + 7) % vocab
+    assert not same(g, grads(trainer, control))
+    # (b) The loss is the hand-computed weighted mean (on the batch as exported).
     with torch.no_grad():
         loss = float(trainer.compute_loss(trainer.model, {k: v.clone() for k, v in batch.items()}))
     hand = hand_weighted_mean(trainer.model, batch)
@@ -143,14 +143,13 @@ def check_training(trainer, collator, rows: list[dict], *, steps_loss_down: bool
     # Not the unweighted mean over assistant tokens (the weights matter in this batch).
     flat = batch["loss_weights"][:, 1:][batch["labels"][:, 1:] != IGNORE_INDEX]
     assert (flat == 0).any() and (flat > 0).any()
-    # (c) Two optimizer steps on this batch: the loss goes down.
+    # (c) Two optimizer steps on this batch: the loss goes down (the first step's loss is (b)'s).
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and losses[0] == pytest.approx(loss, rel=1e-3)
-    if steps_loss_down:
-        assert losses[1] < losses[0], losses
-    return {"loss_hand": hand, "losses": losses, "tokens": int(batch["attention_mask"].sum()),
-            "weighted_tokens": int((batch["loss_weights"] > 0).sum())}
+    assert losses[1] < losses[0], losses
+    return {"loss_hand": round(hand, 4), "losses": [round(x, 4) for x in losses],
+            "tokens": int(batch["attention_mask"].sum()), "weighted_tokens": int((batch["loss_weights"] > 0).sum())}
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +171,7 @@ def trainer_for(model, tok, rows, tmp: Path, **kw) -> WeightedSFTTrainer:
     args = weighted_sft_config(str(tmp / "run"), max_steps=2, per_device_train_batch_size=len(rows),
                                learning_rate=kw.pop("learning_rate", 3e-3), logging_steps=1, save_strategy="no",
                                use_cpu=True, seed=0, lr_scheduler_type="constant", warmup_steps=0,
+                               bf16=False,  # TRL defaults to bf16 autocast; (b) compares fp32 losses
                                **kw)
     return WeightedSFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
 
