@@ -114,20 +114,20 @@ def check_training(trainer, collator, rows: list[dict]) -> dict:
     # targets) in the middle of a conversation, and all its tokens (inputs too) when nothing after it
     # is weighted (later tokens would legitimately see a different context). The last turn of row 0
     # is set to weight 0 for the second check.
-    last = max(i for i, x in enumerate(rows[0]["labels"]) if x != IGNORE_INDEX)
-    tail = turn_positions(rows[0], rows[0]["turn_index"][last])
-    base = {k: v.clone() for k, v in batch.items()}
-    base["loss_weights"][0, tail] = 0.0
-    g = grads(trainer, base)
     b, t = masked[0]
-    pos = [p for p in turn_positions(rows[b], t) if not (b == 0 and p in tail)]
-    assert pos, "the weight-0 turn is not the last turn of its row"
+    pos = turn_positions(rows[b], t)
+    r = 1 - b if len(rows) > 1 else b  # the row whose last turn is set to weight 0
+    last = max(i for i, x in enumerate(rows[r]["labels"]) if x != IGNORE_INDEX)
+    tail = turn_positions(rows[r], rows[r]["turn_index"][last])
+    base = {k: v.clone() for k, v in batch.items()}
+    base["loss_weights"][r, tail] = 0.0
+    g = grads(trainer, base)
     changed = {k: v.clone() for k, v in base.items()}
     changed["labels"][b, pos] = (changed["labels"][b, pos] + 7) % vocab
     assert same(g, grads(trainer, changed)), "the targets of a weight-0 turn changed the gradient"
     scrambled = {k: v.clone() for k, v in base.items()}
-    scrambled["input_ids"][0, tail] = (scrambled["input_ids"][0, tail] + 11) % vocab
-    scrambled["labels"][0, tail] = scrambled["input_ids"][0, tail]
+    scrambled["input_ids"][r, tail] = (scrambled["input_ids"][r, tail] + 11) % vocab
+    scrambled["labels"][r, tail] = scrambled["input_ids"][r, tail]
     assert same(g, grads(trainer, scrambled)), "the tokens of a trailing weight-0 turn changed the gradient"
     # ... while changing a weighted turn's targets does change it (the checks above can fail).
     wb, wt = next((bb, tt) for bb, r in enumerate(rows) for tt in sorted(set(r["turn_index"]))
