@@ -549,7 +549,8 @@ def export(
     manifest = export_dataset(cfg, cfg.export.format, dest, include_rejected=include_rejected, overwrite=overwrite,
                               selection=selection)
     c = manifest["counts"]
-    what = f"{c['questions']} questions" if manifest["format"] == "rl" else f"{c['trajectories']} trajectories"
+    what = (f"{sum(c['questions'].values())} questions" if manifest["format"] == "rl"
+            else f"{c['trajectories']} trajectories")
     console.print(f"exported {c['samples']['train']} train / {c['samples']['validation']} validation rows "
                   f"({what}, {manifest['format']}) to {dest}")
     if "tokens" in manifest:
