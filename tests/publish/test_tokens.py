@@ -212,3 +212,16 @@ def test_the_card_says_the_weights_policy_the_weighted_tokens_and_how_to_train(p
     c = m2["counts"]
     assert 0 < c["teacher_weighted_assistant_tokens"] <= c["teacher_assistant_tokens"]
     assert f"**{c['teacher_weighted_assistant_tokens']}** of {c['teacher_assistant_tokens']} assistant" in card2
+
+
+def test_the_publish_stage_writes_the_tokens_export_of_its_config(pipeline, chatml_dir):
+    from hopforge.publish.stage import export_dir, run_publish
+
+    cfg, _ = pipeline
+    tcfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={"format": "tokens",
+                                                                          "tokenizer": str(chatml_dir)})})
+    assert resolve(tcfg, "publish").fingerprint != resolve(cfg, "publish").fingerprint
+    stats = run_publish(tcfg)
+    m = json.loads((export_dir(tcfg) / "export_manifest.json").read_text())
+    assert stats.format == "tokens" and m["format"] == "tokens" and m["tokens"]["tokenizer"] == str(chatml_dir)
+    assert export_dir(tcfg) == Path(cfg.run.out) / "export" / "tokens" and stats.trajectories == 2
