@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(MAKE) llama-wheel
 	# ray: prefect-ray pulls ray (an 80 MB wheel, ~300 MB installed, ~35 s here) for tests/flows/test_ray.py.
-	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu,dask,ray]"
+	$(BIN)/python -m pip install -q --find-links $(WHEELS) -e ".[dev,cpu,dask,ray,train]"
 	touch $@
 
 llama-wheel:

@@ -31,6 +31,8 @@ app = typer.Typer(
 )
 graph_app = typer.Typer(help="Inspect the link graph.", no_args_is_help=True)
 app.add_typer(graph_app, name="graph")
+env_app = typer.Typer(help="The offline search environment, for student rollouts.", no_args_is_help=True)
+app.add_typer(env_app, name="env")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -517,8 +519,13 @@ def export(
     dest: Annotated[Path, typer.Option("--dest", "-d", help="Export directory (a dataset repo layout).")],
     config: ConfigOpt = None,
     out: OutOpt = None,
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="trl | sharegpt | openai-jsonl "
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="trl | sharegpt | openai-jsonl | tokens | rl "
                                             "(default: export.format)")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokens: the student's tokenizer, a directory "
+                                                  "or a .gguf file (default: export.tokenizer).")] = None,
+    chat_template: Annotated[str | None, typer.Option("--chat-template", help="tokens: a Jinja chat template file "
+                                                      "or a bundled name (gemma3), when the tokenizer has none "
+                                                      "(default: export.chat_template).")] = None,
     include_rejected: Annotated[bool, typer.Option("--include-rejected", help="Also export rejected "
                                                    "trajectories (for analysis, not training).")] = False,
     window_turns: Annotated[int | None, typer.Option(help="Cut trajectories into windows of at most N assistant "
@@ -536,13 +543,20 @@ def export(
     from hopforge.publish.export import push_to_hub as push
 
     cfg = settings(config, out, **{"export.format": fmt, "export.window_turns": window_turns,
-                                   "export.reasoning": reasoning, "export.push_to_hub": push_to_hub})
+                                   "export.reasoning": reasoning, "export.push_to_hub": push_to_hub,
+                                   "export.tokenizer": tokenizer, "export.chat_template": chat_template})
     selection = _selection(cfg, config)
     manifest = export_dataset(cfg, cfg.export.format, dest, include_rejected=include_rejected, overwrite=overwrite,
                               selection=selection)
     c = manifest["counts"]
+    what = (f"{sum(c['questions'].values())} questions" if manifest["format"] == "rl"
+            else f"{c['trajectories']} trajectories")
     console.print(f"exported {c['samples']['train']} train / {c['samples']['validation']} validation rows "
-                  f"({c['trajectories']} trajectories, {manifest['format']}) to {dest}")
+                  f"({what}, {manifest['format']}) to {dest}")
+    if "tokens" in manifest:
+        t = manifest["tokens"]
+        console.print(f"tokens: {t['tokens']:,} in all, {t['assistant_tokens']:,} assistant, "
+                      f"{t['weighted_tokens']:,} with weight > 0; chat template: {t['chat_template']['source']}")
     if card:
         console.print(f"dataset card: {render_card(cfg, dest, selection=selection)}")
     if cfg.export.push_to_hub:
@@ -561,6 +575,43 @@ def card_cmd(
 
     cfg = settings(config, out)
     console.print(f"dataset card: {render_card(cfg, dest, selection=_selection(cfg, config))}")
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@env_app.command("serve")
+def env_serve(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default; another address exposes "
+                                           "the environment to the network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8770,
+    graph_run: Annotated[str | None, typer.Option("--graph-run", help="Graph stage run whose pages to serve "
+                                                  "(default: the config's, else the latest complete).")] = None,
+    workers: Annotated[int, typer.Option(help="Threads running tool calls.")] = 2,
+    max_pending: Annotated[int, typer.Option(help="Calls that may wait for a worker; more get 503.")] = 256,
+    max_connections: Annotated[int, typer.Option(help="Concurrent connections accepted.")] = 512,
+    mcp: Annotated[bool, typer.Option("--mcp/--no-mcp", help="Also serve MCP (streamable HTTP) at /mcp.")] = True,
+) -> None:
+    """Serve search / visit over the dump's index as HTTP/JSON and MCP (what the teacher searched)."""
+    from hopforge.rollouts.env_server import EnvService, ServerLimits, serve as serve_env
+    from hopforge.rollouts.environment import Environment
+    from hopforge.stage import resolve
+
+    cfg = settings(config, out)
+    if graph_run is None and config is not None:
+        r = resolve(cfg, "graph")
+        graph_run = r.fingerprint if r.complete() else None
+    env = Environment.from_tables(cfg.run.out, graph_run, page_chars=cfg.rollout.page_chars)
+    limits = ServerLimits(workers=workers, max_pending=max_pending, max_connections=max_connections,
+                          max_k=cfg.rollout.search_k * 2)
+    service = EnvService(env, search_k=cfg.rollout.search_k, limits=limits)
+    err_console.print(f"hopforge env: {len(env.titles):,} pages, {env.num_passages:,} passages; "
+                      f"http://{host}:{port}/search, /visit, /call, /tools" + (f"; MCP http://{host}:{port}/mcp"
+                                                                             if mcp else "") + "  (Ctrl-C to stop)",
+                      highlight=False, soft_wrap=True)
+    serve_env(service, host=host, port=port, mcp=mcp)
 
 
 # --------------------------------------------------------------------------- viewer

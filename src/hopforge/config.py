@@ -208,6 +208,11 @@ class FilterConfig(_Section):
     # Keep questions the teacher solves with tools more often than this (over its rollout attempts);
     # 0 keeps everything (one attempt per question cannot measure a rate).
     min_solve_rate_tools: float = Field(default=0.0, ge=0, lt=1)
+    # Recoverable errors: a bad call (unparseable, unknown tool, invalid arguments, error observation)
+    # followed by a valid call is masked (loss_weight 0) instead of rejecting the trajectory, while the
+    # bad calls number at most max_masked_calls and at most max_masked_share of its calls. 0 = strict.
+    max_masked_calls: int = Field(default=3, ge=0)
+    max_masked_share: float = Field(default=0.25, ge=0, le=1)
 
 
 class LabelConfig(_Section):
@@ -218,7 +223,11 @@ class LabelConfig(_Section):
 
 
 class ExportConfig(_Section):
-    format: Literal["trl", "sharegpt", "openai-jsonl"] = "trl"
+    format: Literal["trl", "sharegpt", "openai-jsonl", "tokens", "rl"] = "trl"
+    # tokens: the student's tokenizer (a directory or a .gguf file) and, when it has none or another is
+    # wanted, a chat template (a Jinja file or a bundled name: gemma3).
+    tokenizer: str | None = None
+    chat_template: str | None = None
     validation_fraction: float = Field(default=0.1, ge=0, lt=1)
     window_turns: int | None = Field(default=None, ge=2)
     reasoning: Literal["keep", "drop", "shorten"] = "keep"

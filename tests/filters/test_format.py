@@ -5,7 +5,9 @@ from hopforge.filters.format import FormatFilter
 
 
 def decide(ep):
-    return FormatFilter()(ep)
+    # Strict (no masking): every bad call rejects, with the reason that names it. Masking of
+    # recovered calls is tested in test_format_masking.py.
+    return FormatFilter(max_masked_calls=0, max_masked_share=0.0)(ep)
 
 
 def test_good_trajectory_passes():

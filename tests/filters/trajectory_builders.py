@@ -128,7 +128,8 @@ def funnel_episodes(*extra: Episode) -> list[Episode]:
         make_episode([LOOP, LOOP, LOOP, *GOOD_ACTIONS], tid="loop"),
         make_episode([("search", "x", "y"), ("answer", "Danube")], tid="lazy"),
         make_episode(GOOD_ACTIONS[:-1], tid="unfinished"),
-        make_episode([("bad", "{oops", "no JSON"), *GOOD_ACTIONS], tid="unparseable"),
+        # Four bad calls: beyond the masking cap (filters.max_masked_calls = 3), so rejected as before masking.
+        make_episode([*[("bad", "{oops", "no JSON")] * 4, *GOOD_ACTIONS], tid="unparseable"),
         make_episode([("search", "Quux film", "Film by a director. The novel is by Jane Doe."),
                       ("visit", "Film", "Adapted from Jane Doe's novel."), ("visit", "Jane Doe", "Writer."),
                       ("answer", "Jane Doe")], tid="other-q", q=Q2),

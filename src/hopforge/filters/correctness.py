@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from hopforge.errors import ModelOutputError, TeacherError
-from hopforge.text.answers import match_answer
+from hopforge.text.answers import answer_is_correct, match_answer
 from hopforge.storage.episodes import Episode
 from hopforge.filters.steps import KEEP, Decision, Filter
 from hopforge.llm.client import TextClient
@@ -84,9 +84,10 @@ class AnswerFilter(Filter):
 
     def _rule(self, episode: Episode) -> dict[str, Any]:
         q = episode.question or {}
-        m = match_answer(final_answer(episode), q.get("answer") or "", q.get("answer_aliases") or ())
+        prediction, answer, aliases = final_answer(episode), q.get("answer") or "", q.get("answer_aliases") or ()
+        m = match_answer(prediction, answer, aliases)
         return {"exact": m.exact, "f1": m.f1, "matched": m.matched,
-                "correct": m.exact or m.f1 >= self.f1_threshold}
+                "correct": answer_is_correct(prediction, answer, aliases, self.f1_threshold)}
 
     async def prepare(self, episodes: Sequence[Episode]) -> None:
         if self.judge is None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from hopforge.errors import TeacherError
-from hopforge.text.answers import match_answer
+from hopforge.text.answers import answer_is_correct
 from hopforge.llm.client import TextClient
 
 Solver = Callable[[dict[str, Any], int], Awaitable[str]]
@@ -30,8 +30,8 @@ Answer:"""
 
 
 def is_correct(prediction: str, question: dict[str, Any], f1_threshold: float) -> bool:
-    m = match_answer(prediction, question.get("answer") or "", question.get("answer_aliases") or ())
-    return m.exact or m.f1 >= f1_threshold
+    return answer_is_correct(prediction, question.get("answer") or "", question.get("answer_aliases") or (),
+                             f1_threshold)
 
 
 def no_tool_solver(client: TextClient, max_tokens: int = 48, temperature: float = 0.7) -> Solver:

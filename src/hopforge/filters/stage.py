@@ -105,7 +105,7 @@ def build_steps(run: StageRun, questions: dict[str, dict[str, Any]], judge: Text
     """The trajectory filters in funnel order: cheap structural checks first, answers, then duplicates."""
     f = run.cfg.filters
     steps: list[Filter] = [
-        FormatFilter(),
+        FormatFilter(f.max_masked_calls, f.max_masked_share),
         EffortFilter(f.min_tool_calls, f.max_tokens),
         DegenerationFilter(),
         AnswerFilter(f.f1_threshold, judge=judge),

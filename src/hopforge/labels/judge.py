@@ -161,8 +161,12 @@ class TurnJudge:
                     by_turn[i].update(judge_label=None, judge_rationale=why, label_policy=RULES_POLICY)
                 continue
             for i, (label, rationale) in verdicts.items():
-                by_turn[i].update(judge_label=label, judge_rationale=rationale,
-                                  loss_weight=judge_weight(label, self.not_necessary_weight))
+                row = by_turn[i]
+                # A bad call the format filter masked never trains, whatever the judge thinks of it:
+                # the student must not learn to emit malformed or failing calls.
+                masked = row["valid_call"] is False or row["tool_error"] is True
+                row.update(judge_label=label, judge_rationale=rationale,
+                           loss_weight=0.0 if masked else judge_weight(label, self.not_necessary_weight))
         return labels
 
     async def label_many(self, episodes: Sequence[Episode], concurrency: int = 8) -> list[list[dict[str, Any]]]:

@@ -4,7 +4,7 @@ Rule labels (every turn gets a row; a label that does not apply is null):
 
 * ``valid_call`` (assistant turns with a call): it parses, names a real tool, and its arguments are valid.
 * ``tool_error``: assistant turn: its call failed (parse error or an error observation);
-  tool turn: the observation is an error.
+  tool turn (or the user turn carrying an unparsed call's error): the observation is an error.
 * ``novel_query`` (search/visit calls): the normalised query or page was not asked before;
   False marks a repeat.
 * ``progress`` (calls and observations): the observation reveals a hop entity of the
@@ -24,7 +24,9 @@ always weigh 0, they are not the model's output):
   by the same test); the final ``answer`` call weighs 1 when valid; everything else 0.
 * ``judge-v1``: essential 1, not_necessary ``not_necessary_weight`` (0 by default, the
   Nanbeige4.1 recipe masks them), harmful 0. A window whose judge output is malformed
-  falls back to ``rules-v1`` for its turns, and says so in ``judge_rationale``.
+  falls back to ``rules-v1`` for its turns, and says so in ``judge_rationale``. A bad call
+  (invalid, or failed) weighs 0 under either policy: the format filter keeps trajectories
+  that recovered from such calls precisely because the labels mask them.
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ def rule_labels(episode: Episode) -> list[dict[str, Any]]:
                 open_error = True
             elif row["recovery"]:
                 open_error = False
-        elif role == "tool":
+        elif role == "tool" or (role == "user" and t.get("error")):
+            # A call that did not parse has no call id: the chat protocol sends its error back as a user turn.
             progress, redundant = observe(t)
             row.update(tool_error=bool(t.get("error")), progress=progress, redundant=redundant)
         rows.append(row)

@@ -326,6 +326,14 @@ def _limitations(cfg: Config, stats: dict, manifest: dict, n_samples: int) -> li
                      f"weight {cfg.export.unlabelled_weight:g}.")
     if n_samples < 1000:
         notes.append(f"Small sample ({n_samples} exported rows): the distributions on this card are noisy.")
+    if manifest["format"] == "tokens" and not manifest["tokens"]["chat_template"]["tool_role"]:
+        ct = manifest["tokens"]["chat_template"]
+        notes.append(f"The student's chat template ({ct['source']}) has no tool role: tool results are rendered "
+                     f"as {ct['observations']}, tool calls as {ct['calls']}, and the tool schemas as {ct['tools']}.")
+    if manifest["format"] == "rl":
+        notes.append("RL rows carry no trajectories: the policy rolls out against `hopforge env serve` (the same "
+                     "dump's index) and is scored by `hopforge.publish.rewards`.")
+        return notes
     if manifest["reasoning"]["mode"] != "keep":
         notes.append(f"The teacher's thinking was {manifest['reasoning']['mode']!s}"
                      f"{'ped' if manifest['reasoning']['mode'] == 'drop' else 'ed'} in this export.")

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from hopforge import __version__
 from hopforge.config import Config
-from hopforge.errors import StorageError
+from hopforge.errors import ConfigError, StorageError
 from hopforge.storage.catalog import guard_sql, open_catalog
 from hopforge.publish.conversation import (
     TOOL_SCHEMAS,
@@ -47,11 +47,12 @@ from hopforge.publish.conversation import (
     messages_from_turns,
     window_conversation,
 )
+from hopforge.publish.tokens import TOKEN_COLUMNS, TokenFormatter
 from hopforge.storage.shards import read_manifest
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("trl", "sharegpt", "openai-jsonl")
+FORMATS = ("trl", "sharegpt", "openai-jsonl", "tokens")
 SPLITS = ("train", "validation")
 MANIFEST_NAME = "export_manifest.json"
 TOOLS_JSON = orjson.dumps(TOOL_SCHEMAS).decode()
@@ -112,7 +113,11 @@ OPENAI_SCHEMA = pa.schema(_COMMON + [
     ("tools", pa.string()),
 ])
 
-FORMAT_SCHEMAS = {"trl": TRL_SCHEMA, "sharegpt": SHAREGPT_SCHEMA, "openai-jsonl": OPENAI_SCHEMA}
+# tokens: one row per conversation rendered with a student tokenizer's chat template (publish/tokens.py).
+TOKENS_SCHEMA = pa.schema(_COMMON + TOKEN_COLUMNS)
+
+FORMAT_SCHEMAS = {"trl": TRL_SCHEMA, "sharegpt": SHAREGPT_SCHEMA, "openai-jsonl": OPENAI_SCHEMA,
+                  "tokens": TOKENS_SCHEMA}
 
 
 # ---------------------------------------------------------------- formats
@@ -185,6 +190,11 @@ def to_openai(msgs: list[Message]) -> dict[str, Any]:
 FORMATTERS = {"trl": to_trl, "sharegpt": to_sharegpt, "openai-jsonl": to_openai}
 
 
+def token_messages(msgs: list[Message]) -> list[dict[str, Any]]:
+    """The trl-layout messages with each one's source turn (what :class:`TokenFormatter` renders)."""
+    return [{**d, "turn_index": m.turn_index} for d, m in zip(to_trl(msgs)["messages"], msgs, strict=True)]
+
+
 def openai_jsonl_line(row: dict[str, Any]) -> bytes:
     """The exact line the OpenAI fine-tuning API takes: no null keys, tools as objects."""
     messages = []
@@ -228,7 +238,7 @@ def _select_sql(include_rejected: bool) -> tuple[str, str]:
         ORDER BY tr.trajectory_id"""
     turns = f"""
         SELECT trajectory_id, question_id, turn_index, role, content, reasoning, tool_call_id, tool_name,
-               tool_args, raw_output, parse_error, context_action, loss_weight
+               tool_args, raw_output, parse_error, context_action, loss_weight, label_policy, tokens_out
         FROM turns WHERE trajectory_id IN ({chosen})
         ORDER BY trajectory_id, turn_index"""
     return guard_sql(meta), guard_sql(turns)
@@ -319,17 +329,25 @@ def _check_destination(out: Path, dest: Path, overwrite: bool) -> None:
 
 
 def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected: bool = False,
-                   overwrite: bool = False, selection: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                   overwrite: bool = False, selection: Mapping[str, Sequence[str]] | None = None,
+                   token_formatter: TokenFormatter | None = None) -> dict[str, Any]:
     """Export kept trajectories of ``cfg.run.out`` to ``dest`` in ``fmt``; returns the manifest (stats).
 
     ``selection`` names the partitions to read (one chain of stage runs); None reads every partition.
+    ``fmt = "tokens"`` renders with ``export.tokenizer`` / ``export.chat_template`` (or an already
+    loaded ``token_formatter``); ``fmt = "rl"`` writes one row per question (publish/rl.py).
 
     Writes to a staging directory beside ``dest`` and moves it into place at the
     end, so a failed export never leaves a half-written dataset behind and an
     existing export is replaced only with ``overwrite``.
     """
-    if fmt not in FORMATS:
-        raise StorageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in FORMATS + ("rl",):
+        raise StorageError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS + ('rl',))}")
+    if fmt == "tokens" and token_formatter is None:
+        if not cfg.export.tokenizer:
+            raise ConfigError("export format 'tokens' needs a tokenizer: --tokenizer PATH_OR_GGUF "
+                              "(export.tokenizer)")
+        token_formatter = TokenFormatter(cfg.export.tokenizer, cfg.export.chat_template)
     started = time.monotonic()
     out, dest = Path(cfg.run.out), Path(dest)
     _check_destination(out, dest, overwrite)
@@ -339,7 +357,12 @@ def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected:
     previous = dest.parent / f".{dest.name}.previous-{tag}"
     staging.mkdir()
     try:
-        manifest = _export_into(cfg, fmt, out, staging, include_rejected, selection)
+        if fmt == "rl":
+            from hopforge.publish.rl import export_rl_into
+
+            manifest = export_rl_into(cfg, out, staging, selection)
+        else:
+            manifest = _export_into(cfg, fmt, out, staging, include_rejected, selection, token_formatter)
         manifest["seconds"] = round(time.monotonic() - started, 3)
         (staging / MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         if dest.exists():
@@ -353,16 +376,18 @@ def export_dataset(cfg: Config, fmt: str, dest: str | Path, *, include_rejected:
 
 
 def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected: bool,
-                 selection: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
+                 selection: Mapping[str, Sequence[str]] | None, token_formatter: TokenFormatter | None = None
+                 ) -> dict[str, Any]:
     ecfg = cfg.export
     meta_sql, turns_sql = _select_sql(include_rejected)
     writer = _SplitWriter(root, FORMAT_SCHEMAS[fmt], ecfg.rows_per_shard, jsonl=fmt == "openai-jsonl")
-    formatter = FORMATTERS[fmt]
+    formatter = token_formatter if fmt == "tokens" else FORMATTERS[fmt]
     counts: dict[str, Any] = {
         "trajectories": 0, "trajectories_without_turns": 0, "samples": dict.fromkeys(SPLITS, 0),
         "questions": dict.fromkeys(SPLITS, 0), "messages": 0, "assistant_messages": 0,
         "trained_messages": 0, "unlabelled_assistant_messages": 0, "trailing_messages_dropped": 0,
-        "rejected_trajectories_included": 0,
+        "rejected_trajectories_included": 0, "assistant_turn_policies": {}, "masked_assistant_messages": 0,
+        "teacher_assistant_tokens": 0, "teacher_weighted_assistant_tokens": 0,
         "windows": {"windowed_trajectories": 0, "context_summary": 0, "deterministic": 0},
         "reasoning_chars": {"source": 0, "exported": 0},
     }
@@ -397,15 +422,19 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
             "mode": ecfg.reasoning,
             "max_chars": ecfg.reasoning_max_chars if ecfg.reasoning == "shorten" else None,
             "placement": {"trl": "messages[].reasoning_content", "sharegpt": "<think> tags in value",
-                          "openai-jsonl": "<think> tags in assistant content"}[fmt],
+                          "openai-jsonl": "<think> tags in assistant content",
+                          "tokens": "as the chat template shows it (see tokens.chat_template)"}[fmt],
         },
         "windowing": {"window_turns": ecfg.window_turns,
                       "summary": "rollout context summary where present, else deterministic summary of prior calls"},
         "loss_weights": {"source": "turn_labels.loss_weight (the labelling run of this chain)" if selection
                          else "turn_labels.loss_weight (latest labelling run)",
                          "unlabelled_assistant_default": ecfg.unlabelled_weight,
-                         "non_assistant": 0.0},
+                         "non_assistant": 0.0,
+                         "policies": counts["assistant_turn_policies"],
+                         "masked_bad_calls": "weight 0 (failed or malformed calls the teacher recovered from)"},
         "tools": [t["function"]["name"] for t in TOOL_SCHEMAS],
+        **({"tokens": token_formatter.manifest()} if fmt == "tokens" and token_formatter else {}),
         "counts": counts,
         "files": writer.files,
         "load": {"train": "data/train-*.parquet", "validation": "data/validation-*.parquet"},
@@ -415,6 +444,17 @@ def _export_into(cfg: Config, fmt: str, out: Path, root: Path, include_rejected:
 def _samples(cfg: Config, fmt: str, formatter: Any, info: dict[str, Any], turns: list[dict[str, Any]],
              counts: dict[str, Any]) -> Iterable[tuple[dict[str, Any], str]]:
     ecfg = cfg.export
+    policies = counts["assistant_turn_policies"]
+    for t in turns:
+        if t["role"] == "assistant":
+            key = t.get("label_policy") or "unlabelled"
+            policies[key] = policies.get(key, 0) + 1
+            counts["masked_assistant_messages"] += bool(t.get("parse_error"))
+            n = t.get("tokens_out") or 0
+            counts["teacher_assistant_tokens"] += n
+            w = t.get("loss_weight")
+            if (w if w is not None else (0.0 if t.get("parse_error") else ecfg.unlabelled_weight)) > 0:
+                counts["teacher_weighted_assistant_tokens"] += n
     msgs, unlabelled = messages_from_turns(turns, default_weight=ecfg.unlabelled_weight)
     counts["unlabelled_assistant_messages"] += unlabelled
     counts["reasoning_chars"]["source"] += sum(len(m.reasoning or "") for m in msgs)
@@ -451,7 +491,8 @@ def _samples(cfg: Config, fmt: str, formatter: Any, info: dict[str, Any], turns:
             "hops": info["hops"],
             "correct": info["correct"],
             "teacher_model": info["teacher_model"],
-            **formatter(w.messages),
+            **(formatter(token_messages(w.messages), what=f"trajectory {w.trajectory_id} window {w.window}")
+               if fmt == "tokens" else formatter(w.messages)),
         }
         yield row, split
 

@@ -84,3 +84,11 @@ def match_answer(prediction: str | None, answer: str, aliases: Iterable[str] | N
         if f1 > best.f1:
             best = AnswerMatch(False, f1, ref)
     return best
+
+
+def answer_is_correct(prediction: str | None, answer: str, aliases: Iterable[str] | None = (),
+                      f1_threshold: float = 0.8) -> bool:
+    """The rule verdict: normalised exact match, or token F1 >= ``f1_threshold``, against the answer
+    or any alias. The one definition the correctness filter, difficulty and the RL reward share."""
+    m = match_answer(prediction, answer, aliases)
+    return m.exact or m.f1 >= f1_threshold
