@@ -60,3 +60,12 @@ def enwiki233_graph(request, tmp_path_factory) -> Path:
     if resolve(cfg, "graph").complete() is None:
         run_ingest(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def scale_dump(tmp_path_factory) -> Path:
+    """A 3,000-page multistream dump (and its index) grown from enwiki-233 by the scale generator."""
+    from hopforge.testing.scaledump import generate
+
+    source = wiki_file("enwiki-233.xml.bz2")
+    return generate(3000, tmp_path_factory.mktemp("scale"), source=source, seed=0, workers=2).dump
