@@ -599,3 +599,19 @@ def test_page_time_limit_holds_when_a_batch_runs_off_the_main_thread(tmp_path):
     # Unlimited, the parse alone takes ~25 s; the limit (1 s) plus starting the child costs a few.
     assert elapsed < 8, f"the batch took {elapsed:.1f}s: the page time limit did not fire off the main thread"
     _assert_slow_page_rejected(cfg.run.out, result["stats"])
+
+
+def test_title_set_is_a_memory_mapped_hash_array_shared_by_workers(tmp_path):
+    """Workers test link targets against the dump's titles through 8-byte hashes on disk, not a
+    per-process set of strings, so a worker's memory does not grow with the dump's title count."""
+    titles = tmp_path / "titles.txt"
+    titles.write_text("Oslo\nNorway\nÉcole normale\nOslo\n", encoding="utf-8")
+    path = ingest_mod.write_title_hashes(titles)
+    ts = ingest_mod.TitleSet(str(titles))
+    assert len(ts) == 3 and isinstance(np.load(path, mmap_mode="r"), np.memmap)
+    assert ts.count_absent(["Oslo", "Norway", "École normale"]) == 0
+    assert ts.count_absent(["Oslo", "Bergen", "oslo", ""]) == 3
+    assert ts.count_absent([]) == 0
+    empty = tmp_path / "none.txt"
+    empty.write_text("", encoding="utf-8")
+    assert ingest_mod.TitleSet(str(empty)).count_absent(["Oslo"]) == 1
