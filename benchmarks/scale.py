@@ -1,0 +1,342 @@
+"""Growth curves: what each stage costs as the dump grows from 10k to 1M pages, fitted and extrapolated.
+
+    PYTHONPATH=src python benchmarks/scale.py --data /work/bench-scale --sizes 10000 100000 1000000 \\
+        [--workers 2] [--questions 200] [--search-queries 1000] [--json benchmarks/results/scale.json]
+
+For each size the scale generator (``hopforge.testing.scaledump``) writes a realistic multistream
+dump under ``--data`` (kept for re-runs), then every stage runs as its own process, as a user runs
+it, while a sampler reads every process of the tree every 0.2 s:
+
+- **ingest** (``hopforge ingest --workers W``): CPU per page of the parse batches (the stage's own
+  ``cpu_seconds``), peak RSS of each worker process, wall time of the parse phase (while workers
+  live);
+- **graph build** (the same command after the last worker exits: redirects, link resolution,
+  CSR, PageRank): seconds and the main process's peak RSS;
+- **walks**: the vectorised walker over the CSR, 100,000 walks of 2–6 hops, CPU per walk;
+- **questions** (``hopforge questions``, two runs of different sizes so the fixed cost — fact
+  graph, clue and retrieval indexes — separates from the per-question cost of the checks):
+  per-question CPU, fixed CPU, peak RSS;
+- **search** (each backend the installed ``hopforge.search`` offers): index build seconds and peak
+  RSS, disk, open seconds and RSS after open, query p50/p99 over ``--search-queries`` queries drawn
+  from the pages' own sentences, single thread; the backends side by side on the same passages.
+
+Each figure is fitted as ``cost = c * n^b`` over the sizes measured (least squares in log-log;
+``b`` ≈ 1 is linear, ≈ 0 flat) and extrapolated to enwiki's 6.9M articles. Results go to
+``--json``; ``--markdown`` prints the tables for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+ENWIKI_ARTICLES = 6_900_000
+ENWIKI_PASSAGES = 60_000_000
+
+
+@dataclass
+class Sample:
+    wall: float = 0.0
+    cpu: float = 0.0  # user+sys of the whole process tree (reaped children included)
+    main_peak_rss: int = 0
+    worker_peak_rss: int = 0  # max over child processes
+    workers_seen: int = 0
+    last_worker_at: float = 0.0  # seconds after start when a child was last alive
+    stdout: str = ""
+    stderr: str = ""
+    per_pid: dict[int, int] = field(default_factory=dict)
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None, period: float = 0.2) -> Sample:
+    """Run ``cmd`` to completion, sampling the RSS of it and its descendants."""
+    s = Sample()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not done.is_set():
+            try:
+                kids = root.children(recursive=True)
+                s.main_peak_rss = max(s.main_peak_rss, root.memory_info().rss)
+            except psutil.NoSuchProcess:
+                break
+            for k in kids:
+                try:
+                    rss = k.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+                s.per_pid[k.pid] = max(s.per_pid.get(k.pid, 0), rss)
+                s.worker_peak_rss = max(s.worker_peak_rss, rss)
+                s.last_worker_at = time.perf_counter() - t0
+            done.wait(period)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    done.set()
+    th.join()
+    s.wall = time.perf_counter() - t0
+    # The child's rusage as reaped includes every descendant it reaped (pool workers).
+    ru = _last_child_rusage()
+    s.cpu = ru
+    s.workers_seen = len(s.per_pid)
+    s.stdout, s.stderr = out, err
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-3000:]}")
+    return s
+
+
+_RUSAGE_BEFORE = [0.0]
+
+
+def _last_child_rusage() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = ru.ru_utime + ru.ru_stime
+    delta = total - _RUSAGE_BEFORE[0]
+    _RUSAGE_BEFORE[0] = total
+    return delta
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PREFECT_LOGGING_LEVEL": "WARNING"}
+
+
+def _hopforge(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hopforge.cli", *args]
+
+
+def _json_tail(text: str) -> dict[str, Any]:
+    """The last JSON object a hopforge command printed."""
+    start = text.rfind("\n{")
+    start = 0 if start < 0 and text.startswith("{") else start + 1
+    return json.loads(text[start:])
+
+
+def fit(ns: list[float], ys: list[float]) -> dict[str, float] | None:
+    """cost = c * n^b by least squares in log-log; None with fewer than two positive points."""
+    pts = [(n, y) for n, y in zip(ns, ys, strict=True) if n > 0 and y and y > 0]
+    if len(pts) < 2:
+        return None
+    x = np.log([p[0] for p in pts])
+    y = np.log([p[1] for p in pts])
+    b, a = np.polyfit(x, y, 1)
+    return {"b": float(b), "c": float(np.exp(a))}
+
+
+def extrapolate(f: dict[str, float] | None, n: float) -> float | None:
+    return None if f is None else f["c"] * n ** f["b"]
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def write_config(dump: Path, out: Path, workers: int, batch_pages: int, search: dict[str, Any] | None = None) -> Path:
+    """The TOML every stage of one size reads (so the questions stage finds this graph)."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["[run]", f"out = {json.dumps(str(out))}", "", "[graph]", f"dump = {json.dumps(str(dump))}",
+             f"workers = {workers}", f"batch_pages = {batch_pages}", ""]
+    if search:
+        lines += ["[search]", *(f"{k} = {json.dumps(v)}" for k, v in search.items()), ""]
+    path = out.parent / f"{out.name}.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def bench_ingest(config: Path, out: Path) -> dict[str, Any]:
+    if out.exists():
+        shutil.rmtree(out)
+    s = measure(_hopforge("ingest", "--config", str(config)), _env())
+    stats = _json_tail(s.stdout)
+    parse_wall = s.last_worker_at
+    return {
+        "pages": stats["pages"], "raw_pages": stats["raw_pages"], "redirects": stats["redirects"],
+        "links": stats["links"], "edges": stats["edges"], "xml_bytes": None,
+        "parse_cpu_s": stats["cpu_seconds"], "cpu_ms_per_page": 1000 * stats["cpu_seconds"] / stats["raw_pages"],
+        "worker_peak_rss_mb": s.worker_peak_rss / 2**20, "workers": s.workers_seen,
+        "parse_wall_s": parse_wall, "build_wall_s": s.wall - parse_wall,
+        "main_peak_rss_mb": s.main_peak_rss / 2**20, "wall_s": s.wall, "tree_cpu_s": s.cpu,
+    }
+
+
+def bench_walks(out: Path, walks: int = 100_000) -> dict[str, Any]:
+    code = f"""
+import json, resource, time, numpy as np
+from hopforge.storage.arrays import load_arrays
+from hopforge.synth.walks import Walker
+t = time.process_time()
+a, meta = load_arrays({str(out)!r}, "graph", mmap=True)
+n = meta["n_nodes"]
+w = Walker(a["indptr"], a["indices"], a["edge_in_lead"], np.ones(n, bool), lead_weight=2.0)
+setup = time.process_time() - t
+rng = np.random.default_rng(0)
+ok = np.flatnonzero(w.total > 0)
+starts = rng.choice(ok, {walks}).astype(np.int32)
+hops = rng.integers(2, 7, {walks}).astype(np.int32)
+t = time.process_time()
+_, edges, _ = w.walk(starts, hops, rng)
+dt = time.process_time() - t
+print(json.dumps({{"setup_cpu_s": setup, "walk_cpu_s": dt, "us_per_walk": 1e6 * dt / {walks},
+                  "steps": int((edges >= 0).sum()),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    s = measure([sys.executable, "-c", code], _env())
+    return json.loads(s.stdout.strip().splitlines()[-1])
+
+
+def bench_questions(config: Path, counts: tuple[int, int], workers: int = 1) -> dict[str, Any]:
+    runs = []
+    for i, n in enumerate(counts):
+        s = measure(_hopforge("questions", "--config", str(config), "--n", str(n), "--seed", str(100 + i),
+                              "--workers", str(workers)), _env())
+        stats = _json_tail(s.stdout)
+        runs.append({"n": n, "cpu_s": s.cpu, "wall_s": s.wall, "peak_rss_mb": max(s.main_peak_rss,
+                                                                                  s.worker_peak_rss) / 2**20,
+                     "passed": stats.get("questions") or stats.get("passed"), "stats": stats})
+    (a, b) = runs
+    per_q = (b["cpu_s"] - a["cpu_s"]) / (b["n"] - a["n"])
+    return {"runs": runs, "cpu_ms_per_question": 1000 * per_q, "fixed_cpu_s": max(0.0, a["cpu_s"] - per_q * a["n"]),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+
+
+def bench_search(out: Path, queries: int) -> dict[str, Any]:
+    """Each backend of ``hopforge.search`` over this graph's pages, in a fresh process each."""
+    code_path = REPO / "benchmarks" / "search_scale.py"
+    if not code_path.exists():
+        return {}
+    s = measure([sys.executable, str(code_path), "--graph-out", str(out), "--queries", str(queries), "--json-stdout"],
+                _env())
+    return json.loads(s.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from hopforge.testing.scaledump import generate
+
+    results: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                                          f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+                               "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "sizes": {}}
+    if args.json and Path(args.json).exists() and args.resume:
+        results = json.loads(Path(args.json).read_text())
+    for n in args.sizes:
+        key = str(n)
+        row = results["sizes"].setdefault(key, {})
+        g = generate(n, args.data, workers=args.workers)
+        row["dump_mb"] = g.dump.stat().st_size / 1e6
+        out = args.data / f"out-{n}"
+        config = write_config(g.dump, out, args.workers, args.batch_pages, search=args.search_config)
+        for step in args.steps:
+            if step in row and args.resume:
+                continue
+            print(f"[{n}] {step} …", file=sys.stderr, flush=True)
+            if step == "ingest":
+                row[step] = bench_ingest(config, out)
+            elif step == "walks":
+                row[step] = bench_walks(out)
+            elif step == "questions":
+                row[step] = bench_questions(config, (args.questions, 2 * args.questions))
+            elif step == "search":
+                row[step] = bench_search(out, args.search_queries)
+            print(f"[{n}] {step}: {json.dumps(row[step], default=str)[:400]}", file=sys.stderr, flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    results["fits"] = fits(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return results
+
+
+CURVES = [  # (name, step, key, unit)
+    ("ingest CPU per page", "ingest", "cpu_ms_per_page", "ms"),
+    ("ingest peak RSS per worker", "ingest", "worker_peak_rss_mb", "MB"),
+    ("ingest parse wall (W workers)", "ingest", "parse_wall_s", "s"),
+    ("graph build wall", "ingest", "build_wall_s", "s"),
+    ("graph build peak RSS (main process)", "ingest", "main_peak_rss_mb", "MB"),
+    ("walks CPU per walk", "walks", "us_per_walk", "µs"),
+    ("walker setup CPU", "walks", "setup_cpu_s", "s"),
+    ("questions CPU per question", "questions", "cpu_ms_per_question", "ms"),
+    ("questions fixed CPU (indexes)", "questions", "fixed_cpu_s", "s"),
+    ("questions peak RSS", "questions", "peak_rss_mb", "MB"),
+]
+
+
+def fits(results: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    sizes = sorted(results["sizes"], key=int)
+    for name, step, key, unit in CURVES:
+        ns, ys = [], []
+        for n in sizes:
+            v = results["sizes"][n].get(step, {}).get(key)
+            art = results["sizes"][n].get("ingest", {}).get("pages")
+            if v is not None and art:
+                ns.append(art)
+                ys.append(v)
+        f = fit(ns, ys)
+        out[name] = {"unit": unit, "articles": ns, "values": ys, "fit": f,
+                     "enwiki": extrapolate(f, ENWIKI_ARTICLES)}
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    sizes = sorted(results["sizes"], key=int)
+    lines = [f"Machine: {results['machine']}. Date: {results['date']}. Command: `{results['command']}`", "",
+             "| figure | " + " | ".join(f"{int(n):,} pages" for n in sizes) + " | growth n^b | enwiki (6.9M articles) |",
+             "|---|" + "---:|" * (len(sizes) + 2)]
+    for name, v in results["fits"].items():
+        by = dict(zip(v["articles"], v["values"], strict=True))
+        cells = []
+        for n in sizes:
+            art = results["sizes"][n].get("ingest", {}).get("pages")
+            cells.append(f"{by[art]:.3g}" if art in by else "–")
+        f = v["fit"]
+        lines.append(f"| {name} ({v['unit']}) | " + " | ".join(cells) +
+                     f" | {f['b']:.2f} |" if f else f"| {name} ({v['unit']}) | " + " | ".join(cells) + " | – |")
+        lines[-1] += f" {v['enwiki']:.3g} |" if v["enwiki"] is not None else " – |"
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--steps", nargs="+", default=["ingest", "walks", "questions", "search"])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-pages", type=int, default=1000)
+    p.add_argument("--questions", type=int, default=100)
+    p.add_argument("--search-queries", type=int, default=1000)
+    p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
+    p.add_argument("--resume", action="store_true", help="keep the steps already in --json")
+    p.add_argument("--markdown", action="store_true")
+    p.add_argument("--search", default=None, help="JSON of [search] settings for the question stage")
+    args = p.parse_args()
+    args.search_config = json.loads(args.search) if args.search else None
+    results = run(args)
+    if args.markdown:
+        print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
