@@ -45,6 +45,7 @@ class RolloutStage(Stage):
     reads = ("questions", "pages", "redirects", "rejects")
     writes = ("trajectories", "turns")
     section = "rollout"
+    extra_sections = ("search",)  # the index its searches rank with
     # How fast and how robustly requests go out; what a trajectory contains does not depend on them.
     execution_keys: ClassVar[frozenset[str]] = frozenset(
         {"max_in_flight", "flush_every", "flush_seconds", "request_timeout_s", "retries", "retry_base_s",

@@ -9,7 +9,15 @@ Two backends behind one interface (:class:`SearchBackend`): bm25s in memory
 """
 
 from hopforge.search.base import SearchBackend, tokens
-from hopforge.search.index import MIN_PASSAGE_CHARS, SNIPPET_CHARS, TOKEN_RE, SearchHit, SearchIndex, cache_key, paginate
+from hopforge.search.index import (
+           MIN_PASSAGE_CHARS,
+           SNIPPET_CHARS,
+           TOKEN_RE,
+           SearchHit,
+           SearchIndex,
+           cache_key,
+           paginate,
+)
 from hopforge.search.open import open_index
 from hopforge.search.tantivy_index import CorruptIndexError, TantivyIndex
 

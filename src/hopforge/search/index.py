@@ -34,8 +34,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hopforge.errors import StorageError
-from hopforge.search.base import (MIN_PASSAGE_CHARS, SNIPPET_CHARS, TOKEN_RE, SearchBackend, SearchHit, cut_snippet,
-                                  paginate, passages_of)
+from hopforge.search.base import (
+    MIN_PASSAGE_CHARS,
+    SNIPPET_CHARS,
+    TOKEN_RE,
+    SearchBackend,
+    SearchHit,
+    cut_snippet,
+    paginate,
+    passages_of,
+)
 from hopforge.storage import read_manifest, read_table
 from hopforge.storage.arrays import latest_run
 

@@ -57,7 +57,14 @@ import pyarrow.compute as pc
 import tantivy
 
 from hopforge.errors import StorageError
-from hopforge.search.base import SNIPPET_CHARS, SearchBackend, SearchHit, cut_snippet, passages_of, tokens
+from hopforge.search.base import (
+    SNIPPET_CHARS,
+    SearchBackend,
+    SearchHit,
+    cut_snippet,
+    passages_of,
+    tokens,
+)
 
 log = logging.getLogger(__name__)
 
