@@ -188,10 +188,12 @@ class RolloutConfig(_Section):
 class SearchConfig(_Section):
     """The index the agent searches and the question stage measures retrieval with (docs/search.md)."""
 
-    # bm25s: in memory, fastest on small dumps; tantivy: on disk (mmap), sharded, for large dumps;
-    # auto: tantivy from auto_tantivy_pages pages up.
+    # bm25s: in memory, as fast as tantivy on small dumps; tantivy: on disk (mmap), sharded, for large
+    # dumps; auto: tantivy from an estimated auto_tantivy_passages passages up (the pages' text bytes
+    # over 540, enwiki-233's bytes per passage). 200k: bm25s there takes ~3 ms a query and ~0.5 GiB per
+    # process; at 1M passages 14 ms and 2 GiB against tantivy's 0.5 ms and 0.13 GiB (docs/search.md).
     backend: Literal["auto", "bm25s", "tantivy"] = "auto"
-    auto_tantivy_pages: int = Field(default=200_000, ge=0)
+    auto_tantivy_passages: int = Field(default=200_000, ge=0)
     # tantivy: at most this many passages per shard (queries fan out over shards, merged by score).
     shard_passages: int = Field(default=20_000_000, ge=1)
     # Ranks deeper than this are null (both backends): the retrieval gates and the replay only ask

@@ -15,7 +15,7 @@ from hopforge.config import SearchConfig, load_config
 from hopforge.errors import ConfigError
 from hopforge.rollouts.environment import Environment
 from hopforge.search import CorruptIndexError, SearchIndex, TantivyIndex, open_index
-from hopforge.search.open import choose_backend, tantivy_dir
+from hopforge.search.open import choose_backend, estimate_passages, tantivy_dir
 from hopforge.stage import resolve
 from hopforge.storage.arrays import latest_run
 from tests.search.test_index import TEXTS, TITLES
@@ -63,6 +63,13 @@ def test_ranks_deeper_than_rank_depth_are_none_in_both_backends(tmp_path):
 
 
 # ----------------------------------------------------------------------------- a graph run on disk
+
+@pytest.fixture(scope="module")
+def out233(enwiki233_graph, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("s") / "data"
+    shutil.copytree(enwiki233_graph, out, ignore=shutil.ignore_patterns("_cache"))
+    return out
+
 
 SMALL = SearchConfig(backend="tantivy", shard_passages=2)  # the invented wiki in several shards
 
@@ -179,21 +186,16 @@ def test_bm25s_corrupt_cache_is_rebuilt(wiki, caplog):
     assert again.search("river", 3) == ref.search("river", 3)
 
 
-def test_auto_picks_by_page_count_and_search_shapes_the_fingerprints(tmp_path):
-    assert choose_backend(SearchConfig(), 233) == "bm25s"
-    assert choose_backend(SearchConfig(auto_tantivy_pages=200), 233) == "tantivy"
-    assert choose_backend(SearchConfig(backend="bm25s", auto_tantivy_pages=0), 10**7) == "bm25s"
+def test_auto_picks_by_estimated_passages_and_search_shapes_the_fingerprints(out233, tmp_path):
+    n = estimate_passages(out233, latest_run(out233, "graph"))
+    assert 0.9 * 32_841 < n < 1.1 * 32_841  # the real count, from the Parquet footers alone
+    assert choose_backend(SearchConfig(), n) == "bm25s"
+    assert choose_backend(SearchConfig(auto_tantivy_passages=30_000), n) == "tantivy"
+    assert choose_backend(SearchConfig(backend="bm25s", auto_tantivy_passages=0), 10**7) == "bm25s"
     base = {"run.out": str(tmp_path), "graph.dump": "x.xml"}
     a, b = load_config(None, base), load_config(None, {**base, "search.backend": "tantivy"})
     for stage, changes in (("graph", False), ("questions", True), ("screen", True), ("rollouts", True)):
         assert (resolve(a, stage).fingerprint != resolve(b, stage).fingerprint) is changes, stage
-
-
-@pytest.fixture(scope="module")
-def out233(enwiki233_graph, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("s") / "data"
-    shutil.copytree(enwiki233_graph, out, ignore=shutil.ignore_patterns("_cache"))
-    return out
 
 
 def test_sharded_index_ranks_like_one_index(out233):

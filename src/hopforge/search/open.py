@@ -1,9 +1,11 @@
 """Open the search index of a graph run with the backend ``[search]`` asks for (docs/search.md).
 
-``backend = "auto"`` picks bm25s below ``auto_tantivy_pages`` pages and tantivy from there up:
-bm25s answers a query 5-10x faster on a small dump but holds every page's text and its score
-matrix in RAM and loads them on every open; tantivy opens in milliseconds and keeps both on disk
-(benchmarks/results/search_scale.md).
+``backend = "auto"`` picks bm25s below ``auto_tantivy_passages`` passages and tantivy from there up.
+The passages are estimated without reading a page: the uncompressed size of the pages' ``text``
+column in the Parquet footers over ``BYTES_PER_PASSAGE`` (enwiki-233: 17.7 MB of text, 32,841
+passages). On enwiki-233 both backends answer in ~0.2 ms; bm25s holds every page's text and its
+score matrix in RAM and loads them on every open, and its query time grows with the corpus (14 ms
+at 1M passages against tantivy's 0.5 ms; benchmarks/results/search_scale.md).
 """
 
 from __future__ import annotations
@@ -36,10 +38,24 @@ log = logging.getLogger(__name__)
 _CHUNK = 8192  # pages per read when streaming pages in page-id order
 
 
-def choose_backend(search: SearchConfig, n_pages: int) -> str:
+BYTES_PER_PASSAGE = 540
+
+
+def choose_backend(search: SearchConfig, passages: int) -> str:
+    """The backend for a dump of about ``passages`` passages."""
     if search.backend != "auto":
         return search.backend
-    return "tantivy" if n_pages >= search.auto_tantivy_pages else "bm25s"
+    return "tantivy" if passages >= search.auto_tantivy_passages else "bm25s"
+
+
+def estimate_passages(out: str | Path, run: str) -> int:
+    """About how many passages graph run ``run`` has, from the pages' Parquet footers alone."""
+    total = 0
+    for path in shard_paths(out, "pages", run):
+        md = pq.ParquetFile(path).metadata
+        col = [md.schema.column(i).name for i in range(md.num_columns)].index("text")
+        total += sum(md.row_group(r).column(col).total_uncompressed_size for r in range(md.num_row_groups))
+    return total // BYTES_PER_PASSAGE
 
 
 def tantivy_dir(out: str | Path, run: str, search: SearchConfig) -> Path:
@@ -91,7 +107,7 @@ def open_index(out: str | Path, run: str | None = None, search: SearchConfig | N
     if not n_pages:
         raise StorageError(f"no pages under {Path(out) / 'pages'} (graph run {run}): run `hopforge ingest` first")
     assert run is not None
-    backend = choose_backend(search, n_pages)
+    backend = choose_backend(search, estimate_passages(out, run))
     if backend == "bm25s":
         return SearchIndex.from_tables(out, run, cache=cache, rank_depth=search.rank_depth)
     path = tantivy_dir(out, run, search)
