@@ -261,7 +261,7 @@ def child_query(d: Path, backend: str, mmap: bool) -> dict:
 
 def run_child(*args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    r = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env, check=False)
     if r.returncode:
         raise RuntimeError(f"child {args} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -308,12 +308,12 @@ def write_results(rows: list[dict], cmd: str) -> None:
     (RESULTS / "search_scale.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
     lines = ["# Search backends at scale: bm25s vs tantivy", "",
              f"Command: `{cmd}`  ", f"Machine: {meta['machine']}  ", f"Date: {meta['date']}  ",
-             f"Queries: {N_QUERIES} per row, `search(q, k=5)`, one thread, after {WARMUP} warm-up queries. "
-             "Build and open each run in a fresh process; peak RSS is the build process's maximum resident set, "
-             "RSS after open includes the Python interpreter and pyarrow (~100 MiB). Rows marked * reuse a build "
-             "kept on disk from an earlier run of the same command (same code).", "",
-             "| corpus | passages | backend | build s | build peak RSS MiB | disk MiB | open s | RSS after open MiB "
-             "| p50 ms | p99 ms |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             (f"Queries: {N_QUERIES} per row, `search(q, k=5)`, one thread, after {WARMUP} warm-up queries. "
+              "Build and open each run in a fresh process; peak RSS is the build process's maximum resident set, "
+              "RSS after open includes the Python interpreter and pyarrow (~100 MiB). Rows marked * reuse a build "
+              "kept on disk from an earlier run of the same command (same code)."), "",
+             ("| corpus | passages | backend | build s | build peak RSS MiB | disk MiB | open s | RSS after open MiB "
+              "| p50 ms | p99 ms |"), "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['corpus']} | {r['passages']:,} | {r['backend']} | skipped: {r['skipped']} "
@@ -332,7 +332,22 @@ def main() -> None:
     ap.add_argument("--sizes", default="real,1000000,10000000")
     ap.add_argument("--work", default="/work/bench-search")
     ap.add_argument("--child", nargs="+")
+    ap.add_argument("--render", nargs="+", metavar="LOG",
+                    help="only write the results from the JSON rows these runs printed (one table from several runs)")
     a = ap.parse_args()
+    if a.render:
+        rows = [json.loads(line) for log in a.render for line in Path(log).read_text().splitlines()
+                if line.startswith("{")]
+        for size in {r["size"] for r in rows} - {r["size"] for r in rows if r["backend"].startswith("bm25s")}:
+            first = next(r for r in rows if r["size"] == size)
+            rows += [{"corpus": first["corpus"], "size": size, "passages": first["passages"], "backend": label,
+                      "skipped": "the 1M build's peak RSS x 10 exceeds 80 % of RAM"} for label, b, _ in VARIANTS
+                     if b == "bm25s"]
+        order = {"real": 0}
+        rows.sort(key=lambda r: (order.get(r["size"], 1), int(r["size"]) if r["size"] != "real" else 0))
+        write_results(rows, "python benchmarks/search_scale.py --sizes real,1000000,10000000 (rows from "
+                      f"{len(a.render)} runs of it, merged with --render)")
+        return
     if a.child:
         kind, d, backend, *rest = a.child
         res = child_build(Path(d), backend) if kind == "build" else child_query(Path(d), backend, rest[0] == "1")
@@ -348,6 +363,7 @@ def main() -> None:
         if size != "real" and int(size) > 1_000_000 and 1_000_000 in bm25s_peak:
             skip = bm25s_peak[1_000_000] * int(size) / 1_000_000 > 0.8 * ram_mib
         rows += measure(work, size, skip)
+
         for r in rows:
             if r["size"] == size and r["backend"].startswith("bm25s") and "build_peak_rss_mib" in r:
                 bm25s_peak[int(size) if size != "real" else 0] = r["build_peak_rss_mib"]

@@ -429,7 +429,7 @@ class TantivyIndex(SearchBackend):
             return [None] * len(pages)
         self._check_nonempty()
         depth = self.rank_depth if self.rank_depth is not None else max(self.num_pages, 1)
-        want = set(int(p) for p in pages)
+        want = {int(p) for p in pages}
         found: dict[int, int] = {}
         shards = self._page_index() if whole_pages else self._shards
         to_page: Callable[[int], int] = (lambda k: k) if whole_pages else (lambda k: int(self._passage_page[k]))
