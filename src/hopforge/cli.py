@@ -603,7 +603,7 @@ def env_serve(
     if graph_run is None and config is not None:
         r = resolve(cfg, "graph")
         graph_run = r.fingerprint if r.complete() else None
-    env = Environment.from_tables(cfg.run.out, graph_run, page_chars=cfg.rollout.page_chars)
+    env = Environment.from_tables(cfg.run.out, graph_run, page_chars=cfg.rollout.page_chars, search=cfg.search)
     limits = ServerLimits(workers=workers, max_pending=max_pending, max_connections=max_connections,
                           max_k=cfg.rollout.search_k * 2)
     service = EnvService(env, search_k=cfg.rollout.search_k, limits=limits)

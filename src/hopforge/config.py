@@ -185,6 +185,22 @@ class RolloutConfig(_Section):
         return self
 
 
+class SearchConfig(_Section):
+    """The index the agent searches and the question stage measures retrieval with (docs/search.md)."""
+
+    # bm25s: in memory, as fast as tantivy on small dumps; tantivy: on disk (mmap), sharded, for large
+    # dumps; auto: tantivy from an estimated auto_tantivy_passages passages up (the pages' text bytes
+    # over 540, enwiki-233's bytes per passage). 200k: bm25s there takes ~3 ms a query and ~0.5 GiB per
+    # process; at 1M passages 14 ms and 2 GiB against tantivy's 0.5 ms and 0.13 GiB (docs/search.md).
+    backend: Literal["auto", "bm25s", "tantivy"] = "auto"
+    auto_tantivy_passages: int = Field(default=200_000, ge=0)
+    # tantivy: at most this many passages per shard (queries fan out over shards, merged by score).
+    shard_passages: int = Field(default=20_000_000, ge=1)
+    # Ranks deeper than this are null (both backends): the retrieval gates and the replay only ask
+    # whether a page is within the top few, so the depth bounds the cost of a rank, not a decision.
+    rank_depth: int = Field(default=1000, ge=1, le=1_000_000)
+
+
 class ScreenConfig(_Section):
     """Question-level filters, run before any rollout so the teacher never works on a question
     that would be dropped: near-duplicates (MinHash), decontamination, closed-book difficulty."""
@@ -263,11 +279,20 @@ class Config(_Section):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
     screen: ScreenConfig = Field(default_factory=ScreenConfig)
     filters: FilterConfig = Field(default_factory=FilterConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     flows: FlowConfig = Field(default_factory=FlowConfig)
+
+    @model_validator(mode="after")
+    def _rank_depth(self) -> Config:
+        need = max(self.synth.retrieval_k, self.synth.replay_k)
+        if self.search.rank_depth < need:
+            raise ValueError(f"search.rank_depth ({self.search.rank_depth}) must be at least synth.retrieval_k and "
+                             f"synth.replay_k ({need}): a rank deeper than the depth reads as no rank")
+        return self
 
     def config_hash(self) -> str:
         """Stable hash of the whole config (not paths, not secrets), recorded in export manifests.

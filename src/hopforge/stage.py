@@ -200,6 +200,9 @@ class Stage:
     writes: ClassVar[tuple[str, ...]] = ()
     upstream: ClassVar[tuple[str, ...]] = ()
     section: ClassVar[str] = ""  # the config section that shapes the output
+    # Other sections that shape it too, each whole under its own name (the questions and rollout
+    # stages search the dump: "search", so changing the backend re-runs them).
+    extra_sections: ClassVar[tuple[str, ...]] = ()
     # Keys of the section that only change how the stage runs, never what it writes.
     execution_keys: ClassVar[frozenset[str]] = frozenset()
     # Bump when the stage writes different rows for the same inputs and settings.
@@ -214,6 +217,8 @@ class Stage:
         identity when the stage calls the teacher (subclasses add the seed where it matters)."""
         s = getattr(cfg, self.section).model_dump(mode="json", exclude=set(self.execution_keys)) \
             if self.section else {}
+        for name in self.extra_sections:
+            s[f"[{name}]"] = getattr(cfg, name).model_dump(mode="json")
         if self.talks_to_teacher(cfg):
             s["teacher"] = teacher_identity(cfg)
         return s

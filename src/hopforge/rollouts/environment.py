@@ -19,7 +19,10 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+from hopforge.config import SearchConfig
+from hopforge.search.base import SearchBackend
 from hopforge.search.index import TOKEN_RE, SearchHit, SearchIndex, paginate
+from hopforge.search.open import open_index
 from hopforge.storage import read_table
 from hopforge.storage.arrays import latest_run
 from hopforge.text.titles import normalize_title
@@ -27,6 +30,8 @@ from hopforge.text.titles import normalize_title
 log = logging.getLogger(__name__)
 
 __all__ = ["TOKEN_RE", "Environment", "SearchHit", "paginate"]
+
+PAGES_CACHED = 4096  # paginated pages kept (the oldest dropped first): visits repeat, the dump is large
 
 
 class Environment:
@@ -44,34 +49,39 @@ class Environment:
         passages: tuple[np.ndarray, np.ndarray] | None = None,
         vocab: dict[str, int] | None = None,
     ) -> None:
-        index = SearchIndex(titles, texts, page_ids, retriever=retriever, passages=passages, vocab=vocab)
-        self._init(index, redirects or {}, page_chars)
+        index = SearchIndex(titles, texts, page_ids, retriever=retriever, passages=passages, vocab=vocab,
+                            redirects={normalize_title(k): v for k, v in (redirects or {}).items()})
+        self._init(index, page_chars)
+
+    @classmethod
+    def from_index(cls, index: SearchBackend, *, page_chars: int = 2000) -> Environment:
+        env = cls.__new__(cls)
+        env._init(index, page_chars)
+        return env
 
     @classmethod
     def from_tables(cls, out: str | Path, run: str | None = None, *, page_chars: int = 2000,
-                    cache: bool = True) -> Environment:
+                    cache: bool = True, search: SearchConfig | None = None) -> Environment:
         """Load pages + redirects of graph stage run ``run`` (default: the latest complete graph) and
-        the BM25 index from its cache (or build it). One run only: two ingests in one OUT never
-        give duplicate passages."""
+        the index ``search`` (``[search]``) asks for, from its cache (or build it). One run only: two
+        ingests in one OUT never give duplicate passages."""
         t0 = time.perf_counter()
         run = run or latest_run(out, "graph")
-        index = SearchIndex.from_tables(out, run, cache=cache)
-        redirects = read_table(out, "redirects", run=run, columns=["title", "target"])
-        red = {k: v for k, v in zip(redirects.column("title").to_pylist(), redirects.column("target").to_pylist(),
-                                    strict=True) if v}
-        env = cls.__new__(cls)
-        env._init(index, red, page_chars)
-        log.info("environment over %d passages ready in %.2fs", env.num_passages, time.perf_counter() - t0)
+        index = open_index(out, run, search, cache=cache)
+        if isinstance(index, SearchIndex):  # bm25s keeps redirects in memory too; tantivy has them on disk
+            redirects = read_table(out, "redirects", run=run, columns=["title", "target"])
+            index.redirects = {normalize_title(k): v for k, v in zip(
+                redirects.column("title").to_pylist(), redirects.column("target").to_pylist(), strict=True) if v}
+        env = cls.from_index(index, page_chars=page_chars)
+        log.info("environment over %d passages (%s) ready in %.2fs", env.num_passages, index.backend,
+                 time.perf_counter() - t0)
         return env
 
-    def _init(self, index: SearchIndex, redirects: dict[str, str], page_chars: int) -> None:
+    def _init(self, index: SearchBackend, page_chars: int) -> None:
         self.page_chars = page_chars
         self.titles = index.titles
         self.page_ids = index.page_ids
-        self._text = dict(zip(index.titles, index.texts, strict=True))
-        self._lower = {t.lower(): t for t in index.titles}
-        self._redirects = {normalize_title(k): v for k, v in redirects.items()}
-        self._pages_cache: dict[str, list[str]] = {}
+        self._pages_cache: dict[str, list[str]] = {}  # small: the pages visited, bounded below
         self.index = index
 
     @property
@@ -86,20 +96,27 @@ class Environment:
 
     def resolve(self, title: str) -> str | None:
         """The canonical title for ``title`` (exact, normalised, redirect, then case-insensitive)."""
-        if title in self._text:
+        index = self.index
+        if index.index_of(title) is not None:
             return title
         t = normalize_title(title)
-        if t in self._text:
+        if index.index_of(t) is not None:
             return t
-        target = self._redirects.get(t)
-        if target is not None and target in self._text:
+        target = index.redirect(t)
+        if target is not None and index.index_of(target) is not None:
             return target
-        return self._lower.get(t.lower())
+        i = index.index_of_casefold(t)
+        return None if i is None else index.titles[i]
 
     def pages_of(self, title: str) -> list[str]:
         pages = self._pages_cache.get(title)
         if pages is None:
-            pages = paginate(self._text[title], self.page_chars)
+            i = self.index.index_of(title)
+            if i is None:
+                raise KeyError(title)
+            pages = paginate(self.index.text(i), self.page_chars)
+            if len(self._pages_cache) >= PAGES_CACHED:
+                self._pages_cache.pop(next(iter(self._pages_cache)))
             self._pages_cache[title] = pages
         return pages
 

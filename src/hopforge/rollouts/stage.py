@@ -45,6 +45,7 @@ class RolloutStage(Stage):
     reads = ("questions", "pages", "redirects", "rejects")
     writes = ("trajectories", "turns")
     section = "rollout"
+    extra_sections = ("search",)  # the index its searches rank with
     # How fast and how robustly requests go out; what a trajectory contains does not depend on them.
     execution_keys: ClassVar[frozenset[str]] = frozenset(
         {"max_in_flight", "flush_every", "flush_seconds", "request_timeout_s", "retries", "retry_base_s",
@@ -112,7 +113,7 @@ class RolloutStage(Stage):
                         items: list[tuple[str, str, int]]) -> LiveStats:
         cfg = run.cfg
         env = await asyncio.to_thread(Environment.from_tables, run.out, run.partition("graph"),
-                                      page_chars=cfg.rollout.page_chars)
+                                      page_chars=cfg.rollout.page_chars, search=cfg.search)
         sink = TrajectorySink(lambda tables: run.commit(tables, batch), flush_every=cfg.rollout.flush_every,
                               flush_seconds=cfg.rollout.flush_seconds)
         return await run_engine(cfg, teacher, env, sink, items, progress=self.progress, id_run=run.fingerprint)

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
@@ -36,6 +34,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hopforge.errors import StorageError
+from hopforge.search.base import (
+    MIN_PASSAGE_CHARS,
+    SNIPPET_CHARS,
+    TOKEN_RE,
+    SearchBackend,
+    SearchHit,
+    cut_snippet,
+    paginate,
+    passages_of,
+)
 from hopforge.storage import read_manifest, read_table
 from hopforge.storage.arrays import latest_run
 
@@ -44,54 +52,31 @@ log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 INDEX_VERSION = 2  # 2: passages in page-id order
-# bm25s' own default token pattern; queries are split with the same regex so
-# query and corpus tokens agree.
-TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
-SNIPPET_CHARS = 240
-MIN_PASSAGE_CHARS = 40  # headings and stubs alone are noise in a ranked list
+
+__all__ = ["MIN_PASSAGE_CHARS", "SNIPPET_CHARS", "TOKEN_RE", "SearchHit", "SearchIndex", "cache_key", "paginate"]
 
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    passage_id: str  # "<page_id>:<paragraph index>"
-    title: str
-    snippet: str
-    score: float
-
-
-def paginate(text: str, page_chars: int) -> list[str]:
-    """Split ``text`` into chunks of at most ``page_chars``, cutting at paragraph,
-    then line, then word boundaries so a visit never ends mid-word when avoidable."""
-    chunks: list[str] = []
-    rest = text.strip()
-    while len(rest) > page_chars:
-        window = rest[:page_chars]
-        cut = max(window.rfind("\n\n"), window.rfind("\n"))
-        if cut < page_chars // 3:
-            cut = window.rfind(" ")
-        if cut < page_chars // 3:
-            cut = page_chars
-        chunks.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not chunks:
-        chunks.append(rest)
-    return chunks
-
-
-class SearchIndex:
+class SearchIndex(SearchBackend):
     """BM25 over title-prefixed paragraphs; ``texts[i]`` is page ``titles[i]``'s whole text.
 
     Thread-safe for reads. ``retriever``/``passages``/``vocab`` are a loaded index (from
-    :meth:`from_tables`' cache); without them the index is built from ``texts``."""
+    :meth:`from_tables`' cache); without them the index is built from ``texts``. ``redirects`` maps
+    normalised titles to targets (the environment's ``visit`` follows them)."""
+
+    backend = "bm25s"
 
     def __init__(self, titles: list[str], texts: list[str], page_ids: list[int] | None = None, *,
                  retriever: bm25s.BM25 | None = None, passages: tuple[np.ndarray, np.ndarray] | None = None,
-                 vocab: dict[str, int] | None = None) -> None:
+                 vocab: dict[str, int] | None = None, rank_depth: int | None = None,
+                 redirects: dict[str, str] | None = None) -> None:
         self.titles = titles
         self.texts = texts
         self.page_ids = page_ids if page_ids is not None else list(range(len(titles)))
+        self.rank_depth = rank_depth
+        self.redirects = redirects or {}
         self._paras_cache: dict[int, list[str]] = {}  # page index -> paragraphs, for snippets
         self._index_of = {t: i for i, t in enumerate(titles)}
+        self._lower: dict[str, int] | None = None  # lowercased title -> page index, on first use
         self._pages_index: tuple[bm25s.BM25, dict[str, int]] | None = None  # whole pages, built on first use
         if retriever is None or passages is None or vocab is None:
             retriever, passages, vocab = self._build(titles, texts)
@@ -114,12 +99,10 @@ class SearchIndex:
         page_of: list[int] = []
         para_of: list[int] = []
         for i, text in enumerate(texts):
-            for j, para in enumerate(text.split("\n\n")):
-                if len(para.strip()) >= MIN_PASSAGE_CHARS:
-                    # The title is prepended so a query naming the entity finds its page.
-                    corpus.append(f"{titles[i]}. {para}")
-                    page_of.append(i)
-                    para_of.append(j)
+            for j, passage in passages_of(titles[i], text):
+                corpus.append(passage)
+                page_of.append(i)
+                para_of.append(j)
         if not corpus:
             raise StorageError("cannot build the search index: no page has a paragraph of text")
         tok = bm25s.tokenize(corpus, stopwords="en", show_progress=False)
@@ -128,7 +111,8 @@ class SearchIndex:
         return retriever, (np.asarray(page_of, np.int32), np.asarray(para_of, np.int32)), dict(tok.vocab)
 
     @classmethod
-    def from_tables(cls, out: str | Path, run: str | None = None, *, cache: bool = True) -> SearchIndex:
+    def from_tables(cls, out: str | Path, run: str | None = None, *, cache: bool = True,
+                    rank_depth: int | None = None) -> SearchIndex:
         """Pages of graph stage run ``run`` (default: the latest complete graph) and their index, from
         the cache under ``OUT/_cache`` (or built and cached). One run only: two ingests in one OUT never
         give duplicate passages."""
@@ -145,14 +129,25 @@ class SearchIndex:
         page_ids = pages.column("page_id").to_pylist()
         cache_dir = Path(out) / "_cache" / f"bm25-{cache_key(out, run)}"
         if cache and (cache_dir / "done").exists():
-            retriever = bm25s.BM25.load(str(cache_dir), mmap=False, show_progress=False, verbosity=0)
-            meta = pq.read_table(cache_dir / "passages.parquet")
-            passages = (meta.column("page").to_numpy().astype(np.int32), meta.column("para").to_numpy().astype(np.int32))
-            vocab = orjson.loads((cache_dir / "vocab.json").read_bytes())
-            index = cls(titles, texts, page_ids, retriever=retriever, passages=passages, vocab=vocab)
-            log.info("search index loaded from %s in %.2fs", cache_dir, time.perf_counter() - t0)
-            return index
-        index = cls(titles, texts, page_ids)
+            try:
+                retriever = bm25s.BM25.load(str(cache_dir), mmap=False, show_progress=False, verbosity=0)
+                meta = pq.read_table(cache_dir / "passages.parquet")
+                passages = (meta.column("page").to_numpy().astype(np.int32),
+                            meta.column("para").to_numpy().astype(np.int32))
+                vocab = orjson.loads((cache_dir / "vocab.json").read_bytes())
+                if len(passages[0]) != retriever.scores["num_docs"] or not len(passages[0]) or (
+                        len(passages[0]) and int(passages[0].max()) >= len(titles)):
+                    raise ValueError(f"{len(passages[0])} passages over {len(titles)} pages, the index has "
+                                     f"{retriever.scores['num_docs']} documents")
+            except (OSError, ValueError, KeyError, pa.ArrowException, orjson.JSONDecodeError) as e:
+                log.error("search index cache %s is corrupt, rebuilding it: %s", cache_dir, e)
+                shutil.rmtree(cache_dir, ignore_errors=True)
+            else:
+                index = cls(titles, texts, page_ids, retriever=retriever, passages=passages, vocab=vocab,
+                            rank_depth=rank_depth)
+                log.info("search index loaded from %s in %.2fs", cache_dir, time.perf_counter() - t0)
+                return index
+        index = cls(titles, texts, page_ids, rank_depth=rank_depth)
         if cache:
             index.save(cache_dir)
         log.info("search index over %d passages built in %.2fs", index.num_passages, time.perf_counter() - t0)
@@ -208,15 +203,17 @@ class SearchIndex:
         paras = self._paras_cache.get(page)
         if paras is None:  # split once per page, not once per hit (pages run to 100+ KB)
             paras = self._paras_cache[page] = self.texts[page].split("\n\n")
-        text = paras[para].strip()
-        return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+        return cut_snippet(paras[para])
+
+    def text(self, page: int) -> str:
+        return self.texts[page]
 
     # ------------------------------------------------------------------ ranks of given pages
 
     def ranks(self, query: str, pages: Sequence[int], *, whole_pages: bool = False) -> list[int | None]:
         """1-based rank of each page (index into ``titles``) in the de-duplicated hit list for
         ``query``, as :meth:`search` would list it with an unbounded ``k``; None when the page
-        scores 0 (no query term in it) or has no passage.
+        scores 0 (no query term in it), has no passage or ranks deeper than ``rank_depth``.
 
         ``whole_pages`` ranks pages in a second BM25 index with one document per page (title +
         text), as a page-level web search engine would: a page that mentions every clue in a
@@ -241,7 +238,7 @@ class SearchIndex:
             if len(tied) > 1:  # exact ties: the page whose best passage comes first is listed first
                 ahead += sum(1 for t in tied.tolist() if t != j and self._first_at(scores, t, s) <
                              self._first_at(scores, j, s))
-            out.append(ahead + 1)
+            out.append(self._bounded(ahead + 1))
         return out
 
     def _page_ranks(self, query: str, pages: Sequence[int]) -> list[int | None]:
@@ -259,8 +256,8 @@ class SearchIndex:
         out: list[int | None] = []
         for page in pages:
             s = scores[page] if 0 <= page < len(scores) else 0.0
-            out.append(None if s <= 0 else int(np.count_nonzero(scores > s)) + int(np.count_nonzero(
-                scores[:page] == s)) + 1)
+            out.append(None if s <= 0 else self._bounded(int(np.count_nonzero(scores > s)) + int(np.count_nonzero(
+                scores[:page] == s)) + 1))
         return out
 
     def _first_at(self, scores: np.ndarray, slot: int, s: float) -> int:
@@ -271,6 +268,14 @@ class SearchIndex:
     def index_of(self, title: str) -> int | None:
         """The page index of an exact title (None if absent)."""
         return self._index_of.get(title)
+
+    def index_of_casefold(self, title: str) -> int | None:
+        if self._lower is None:
+            self._lower = {t.lower(): i for i, t in enumerate(self.titles)}
+        return self._lower.get(title.lower())
+
+    def redirect(self, title: str) -> str | None:
+        return self.redirects.get(title)
 
 
 def cache_key(out: str | Path, run: str) -> str:

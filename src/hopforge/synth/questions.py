@@ -35,7 +35,7 @@ import numpy as np
 
 from hopforge.config import Config
 from hopforge.errors import ConfigError
-from hopforge.search import SearchIndex
+from hopforge.search import SearchBackend, open_index
 from hopforge.storage import content_id
 from hopforge.synth.aliases import answer_aliases, title_variants
 from hopforge.synth.certificate import Certifier
@@ -76,6 +76,7 @@ class _Context:
 
     def __init__(self, cfg: Config, graph_run: str) -> None:
         self.out = Path(cfg.run.out)
+        self.search_cfg = cfg.search
         self.view = GraphView.load(cfg.run.out, graph_run)
         s = cfg.synth
         view = self.view
@@ -101,9 +102,9 @@ class _Context:
         self.giveaways: dict[tuple[int, str], bool] = {}  # (answer page, clue text) -> ranks it first alone
 
     @cached_property
-    def search(self) -> SearchIndex:
+    def search(self) -> SearchBackend:
         """The BM25 index the agent searches (shared cache under OUT/_cache with the rollout stage)."""
-        return SearchIndex.from_tables(self.out, self.view.run)
+        return open_index(self.out, self.view.run, self.search_cfg)
 
     def replayer(self, cfg: Config) -> Replayer:
         if self._replayer is None:

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hopforge.search import SearchIndex, paginate
+from hopforge.search import SearchBackend, paginate
 from hopforge.synth.compose import Chain, entity_phrase, reference
 from hopforge.synth.describe import is_person
 
@@ -58,7 +58,7 @@ class Replay:
 
 
 class Replayer:
-    def __init__(self, index: SearchIndex, *, k: int = 10, max_turns: int = 30, page_chars: int = 2000) -> None:
+    def __init__(self, index: SearchBackend, *, k: int = 10, max_turns: int = 30, page_chars: int = 2000) -> None:
         self.index = index
         self.k = k
         self.max_turns = max_turns
@@ -66,7 +66,7 @@ class Replayer:
         self._pages = lru_cache(maxsize=512)(self._paginate)
 
     def _paginate(self, page: int) -> tuple[str, ...]:
-        return tuple(paginate(self.index.texts[page], self.page_chars))
+        return tuple(paginate(self.index.text(page), self.page_chars))
 
     def _name_page(self, reader: int, names: list[str]) -> int | None:
         """The first page of ``reader``'s text where one of ``names`` appears as whole words."""

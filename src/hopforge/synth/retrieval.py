@@ -16,7 +16,8 @@ A question whose answer comes up in the top ``k`` for the whole question is
 ``giveaway_clue`` (issue 15: 46 % of the old template questions had one: the answer's
 Wikipedia short description named it by itself). Ranks are stored per question, so a user
 can set another cut in SQL (``where one_shot_rank > 10``). A rank is null when the answer
-page does not match the query at all.
+page does not match the query at all, or ranks deeper than ``[search] rank_depth`` (1000 by
+default; the config refuses a depth below the cuts, so no gate decision changes).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hopforge.search import TOKEN_RE, SearchIndex
+from hopforge.search import TOKEN_RE, SearchBackend
 
 # Split points inside a sentence: punctuation and the words that open a clause.
 _CLAUSE_SPLIT = re.compile(r"\s*[,;:()\"“”]\s*|\s+(?:who|which|that|whose|where|and|while|whereas)\s+", re.I)
@@ -57,7 +58,7 @@ def _better(a: int | None, b: int | None) -> bool:
     return a is not None and (b is None or a < b)
 
 
-def rank(index: SearchIndex, query: str, page: int) -> int | None:
+def rank(index: SearchBackend, query: str, page: int) -> int | None:
     """The page's best rank for ``query``: as the agent's passage search lists it, or as a page-level
     engine would rank whole pages, whichever is higher."""
     a = index.ranks(query, [page])[0]
@@ -65,7 +66,7 @@ def rank(index: SearchIndex, query: str, page: int) -> int | None:
     return min((r for r in (a, b) if r is not None), default=None)
 
 
-def measure(question: str, answer_page: int | None, index: SearchIndex) -> Retrieval:
+def measure(question: str, answer_page: int | None, index: SearchBackend) -> Retrieval:
     """Ranks of the answer page (an index into ``index.titles``) for the question and for each clue."""
     if answer_page is None:
         return Retrieval(None, None, None, [])

@@ -35,6 +35,7 @@ class QuestionStage(Stage):
     reads = ("nodes", "links", "pages", "redirects")
     writes = ("walks", "questions", "rejects")
     section = "synth"
+    extra_sections = ("search",)  # the index its searches rank with
     execution_keys: ClassVar[frozenset[str]] = frozenset({"workers", "llm_concurrency"})
     # 3: walks over facts, clue plans with certificates, retrieval gates, leak forms, offline replay.
     version = "3"
