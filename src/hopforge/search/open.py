@@ -64,8 +64,8 @@ def tantivy_dir(out: str | Path, run: str, search: SearchConfig) -> Path:
 
 
 def iter_pages(out: str | Path, run: str) -> Iterator[tuple[int, str, str]]:
-    """(page_id, title, text) of graph run ``run`` in page-id order, streamed: only the page ids and a
-    chunk of pages (plus the last two shard files read) are in memory at a time."""
+    """(page_id, title, text) of graph run ``run`` in page-id order, streamed: only the page ids and
+    the shard files holding the current chunk of pages are in memory at a time."""
     paths = shard_paths(out, "pages", run)
     ids = [pq.read_table(p, columns=["page_id"]).column("page_id") for p in paths]
     sizes = [len(c) for c in ids]
@@ -80,10 +80,11 @@ def iter_pages(out: str | Path, run: str) -> Iterator[tuple[int, str, str]]:
     tables: dict[int, pa.Table] = {}
     for lo in range(0, len(order), _CHUNK):
         pos, files = order[lo:lo + _CHUNK], file_of[lo:lo + _CHUNK]
-        for f in dict.fromkeys(files.tolist()):
+        needed = dict.fromkeys(files.tolist())
+        for f in [f for f in tables if f not in needed]:
+            del tables[f]
+        for f in needed:
             if f not in tables:
-                if len(tables) >= 2:
-                    tables.pop(next(iter(tables)))
                 tables[f] = pq.read_table(paths[f], columns=["page_id", "title", "text"])
         for p, f in zip(pos.tolist(), files.tolist(), strict=True):
             row = tables[f].slice(p - starts[f], 1)
