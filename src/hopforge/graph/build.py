@@ -80,7 +80,6 @@ def pagerank(indptr: np.ndarray, indices: np.ndarray, n: int, alpha: float, tol:
 # chunk's strings (~0.3 kB a row on Wikipedia: sentence, anchor, titles), whatever the dump's size.
 LINK_CHUNK_ROWS = 100_000
 _RAW_COLUMNS = ["src_id", "src_title", "target", "raw_target", "anchor", "sentence", "position", "in_lead"]
-_LINK_COLUMNS = [f.name for f in schema_for("links")]
 
 
 def build_graph(run: Any, alpha: float) -> dict:
