@@ -33,8 +33,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ import pyarrow as pa
 from hopforge import __version__
 from hopforge.config import Config
 from hopforge.errors import ConfigError, HopforgeError
-from hopforge.storage import Lease, ShardWriter, read_manifest, read_table, recover, write_group
+from hopforge.storage import GroupWriter, Lease, ShardWriter, read_manifest, read_table, recover, write_group
 from hopforge.storage.shards import ShardInfo
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,21 @@ class StageRun:
         if log_ is not None:
             log_.extend(infos)
         return infos
+
+    @contextmanager
+    def group(self, batch: Batch | str | None) -> Iterator[GroupWriter]:
+        """A group commit of this stage's rows built piece by piece, for tables too large to hold:
+        ``with run.group(batch) as g: g.add("links", chunk) ...``. Each :meth:`GroupWriter.add` writes
+        one hidden shard at once; leaving the block normally commits them all as one unit (like
+        :meth:`commit`), leaving it with an error drops them (nothing becomes visible)."""
+        bid = batch.id if isinstance(batch, Batch) else batch
+        with GroupWriter(self.out, run_id=self.fingerprint, batch=bid, config_hash=self.fingerprint) as g:
+            yield g
+            if not g.done:
+                g.commit()
+        log_ = _COMMITTED.get()
+        if log_ is not None:
+            log_.extend(g.infos)
 
     def on_close(self, key: str, close: Callable[[], Any]) -> None:
         """Register a per-run resource of this process (the shared teacher) to be closed by

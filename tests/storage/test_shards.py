@@ -402,3 +402,38 @@ def test_manifest_lines_without_batch_still_read(tmp_path):
     assert read_table(tmp_path, "rejects").num_rows == 2
     assert read_table(tmp_path, "rejects", batch="b1").num_rows == 0
     assert verify(tmp_path, "rejects").clean
+
+
+def test_group_writer_adds_shards_one_at_a_time_and_commits_them_as_one_group(tmp_path):
+    from hopforge.storage import GroupWriter, iter_batches
+
+    with GroupWriter(tmp_path, run_id="r1", batch="b1") as g:
+        for i in range(3):
+            g.add("rejects", _rejects_table(2, f"c{i}"))
+            assert read_manifest(tmp_path, "rejects") == [] and shard_paths(tmp_path, "rejects") == []
+        g.add("kept", _kept("t1"))
+        assert g.rows == {"rejects": 6, "kept": 1}
+        g.commit()
+    assert [(i.table, i.rows) for i in g.infos] == [("rejects", 2)] * 3 + [("kept", 1)]
+    assert read_table(tmp_path, "rejects").num_rows == 6 and _temps(tmp_path) == [] and _journals(tmp_path) == []
+    # iter_batches streams in read_table's order, projected, in batches of at most batch_size rows.
+    ids = [b.column(0).to_pylist() for b in iter_batches(tmp_path, "rejects", 4, run="r1", columns=["row_id"])]
+    assert [x for b in ids for x in b] == read_table(tmp_path, "rejects").column("row_id").to_pylist()
+    assert max(len(b) for b in ids) <= 4
+    # write_group takes an iterable of tables per table too: one shard each.
+    infos = write_group(tmp_path, {"kept": iter([_kept("t2"), _kept("t3")])}, run_id="r2", batch="b2")
+    assert [i.rows for i in infos] == [1, 1]
+
+
+def test_group_writer_left_with_an_error_drops_every_shard_it_wrote(tmp_path):
+    from hopforge.storage import GroupWriter
+
+    with pytest.raises(RuntimeError), GroupWriter(tmp_path, run_id="r1", batch="b1") as g:
+        g.add("rejects", _rejects_table(2))
+        g.add("kept", _kept("t1"))
+        assert len(_temps(tmp_path)) == 2
+        raise RuntimeError("caller failed")
+    assert _temps(tmp_path) == [] and _journals(tmp_path) == []
+    assert read_manifest(tmp_path, "rejects") == [] and read_table(tmp_path, "kept").num_rows == 0
+    with pytest.raises(StorageError, match="already committed or abandoned"):
+        g.add("kept", _kept("t2"))

@@ -6,6 +6,7 @@ from hopforge.storage.ids import content_id
 from hopforge.storage.lease import Lease
 from hopforge.storage.schemas import SCHEMAS, schema_for
 from hopforge.storage.shards import (
+    GroupWriter,
     ShardWriter,
     existing_ids,
     iter_batches,
@@ -40,6 +41,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "GroupWriter",
     "Lease",
     "SCHEMAS",
     "ShardWriter",

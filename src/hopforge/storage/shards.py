@@ -193,7 +193,7 @@ def _info(entry: Mapping[str, Any], path: str) -> ShardInfo:
 
 def write_group(
     out: str | Path,
-    tables: Mapping[str, pa.Table],
+    tables: Mapping[str, pa.Table | Iterable[pa.Table | pa.RecordBatch]],
     *,
     run_id: str,
     batch: str | None = None,
@@ -201,12 +201,17 @@ def write_group(
 ) -> list[ShardInfo]:
     """Write each non-empty table as one new shard, all of them committed as a unit.
 
+    A value may also be an iterable of tables or record batches: each non-empty one becomes a
+    shard of its own, written as it comes (so a table larger than memory can join a group).
     If the writer dies before the group's journal exists, none of the shards becomes visible;
     if it dies later, :func:`recover` makes the rest visible. Every shard's manifest line carries
     ``batch``. Returns the shards in the order of ``tables`` (empty tables are skipped).
     """
-    parts = [(table, _conform(table, data)) for table, data in tables.items() if data.num_rows]
-    return _commit_group(Path(out), parts, run_id=run_id, batch=batch, config_hash=config_hash)
+    with GroupWriter(out, run_id=run_id, batch=batch, config_hash=config_hash) as group:
+        for table, data in tables.items():
+            for part in ([data] if isinstance(data, (pa.Table, pa.RecordBatch)) else data):
+                group.add(table, part)
+        return group.commit()
 
 
 def write_shard(
@@ -219,63 +224,139 @@ def write_shard(
     batch: str | None = None,
 ) -> ShardInfo:
     """Atomically write ``data`` as one new shard of ``table`` (even if empty) and record it."""
-    return _commit_group(Path(out), [(table, _conform(table, data))], run_id=run_id, batch=batch,
-                         config_hash=config_hash)[0]
+    with GroupWriter(out, run_id=run_id, batch=batch, config_hash=config_hash) as group:
+        group.add(table, data, keep_empty=True)
+        return group.commit()[0]
 
 
-def _commit_group(
-    out: Path, parts: list[tuple[str, pa.Table]], *, run_id: str, batch: str | None, config_hash: str
-) -> list[ShardInfo]:
-    if not parts:
-        return []
-    run_dirs = {table: table_dir(out, table) / f"run={run_id}" for table, _ in parts}
-    temps: list[Path] = []
-    entries: list[dict[str, Any]] = []
-    journal: tuple[Path, int] | None = None
-    where = ", ".join(str(d) for d in run_dirs.values())
-    try:
-        for d in run_dirs.values():
+class GroupWriter:
+    """One group commit whose shards are written one at a time, as they come.
+
+    :meth:`add` writes a shard to a hidden temp (durable, invisible); :meth:`commit` writes the
+    group's journal, then links and records every shard, exactly as :func:`write_group` does (which
+    is built on this). Only the shard being written is in memory, so a table of any size can be
+    added in pieces. Leaving the ``with`` block without :meth:`commit` (an error in the caller) drops
+    the temps: nothing of the group becomes visible. A process that dies before committing leaves
+    only temps, which the next writer or :func:`recover` deletes.
+    """
+
+    def __init__(self, out: str | Path, *, run_id: str, batch: str | None = None, config_hash: str = "") -> None:
+        self.out = Path(out)
+        self.run_id = run_id
+        self.batch = batch
+        self.config_hash = config_hash
+        self.created_at = _now()
+        self._run_dirs: dict[str, Path] = {}
+        self._temps: list[Path] = []
+        self._entries: list[dict[str, Any]] = []
+        self._done = False
+        self.infos: list[ShardInfo] = []  # the committed shards, once committed
+
+    def _dir(self, table: str) -> Path:
+        d = self._run_dirs.get(table)
+        if d is None:
+            d = table_dir(self.out, table) / f"run={self.run_id}"
             d.mkdir(parents=True, exist_ok=True)
-        _clean_stale_temps(out, run_dirs.values())
-        created_at = _now()
-        for table, data in parts:
-            tmp = run_dirs[table] / _temp_name(".parquet")
-            temps.append(tmp)
-            _write_parquet(data, tmp)
-            entries.append({
-                "table": table, "run": run_id, "temp": str(tmp.relative_to(out)), "sha256": _sha256(tmp),
-                "rows": data.num_rows, "bytes": tmp.stat().st_size, "schema_version": SCHEMA_VERSIONS[table],
-                "batch": batch, "config_hash": config_hash, "hopforge_version": __version__,
-                "created_at": created_at,
-            })
-        for d in set(run_dirs.values()):
-            _fsync_dir(d)  # the journal must not name a temp whose directory entry a power cut could lose
-        journal = _write_journal(out, entries)
-    except OSError as e:
-        raise StorageError(f"could not write shard(s) in {where}: {e}") from e
-    finally:
-        if journal is None:
-            for tmp in temps:
-                tmp.unlink(missing_ok=True)
+            _clean_stale_temps(self.out, [d])
+            self._run_dirs[table] = d
+        return d
 
-    path, fd = journal
-    try:
-        finals = [_link_next_part(run_dirs[e["table"]], out / e["temp"]) for e in entries]
-        for d in set(run_dirs.values()):
-            _fsync_dir(d)  # no manifest line may name a link that a power cut could lose
-        infos = [_info(e, str(final.relative_to(table_dir(out, e["table"])))) for e, final in zip(entries, finals)]
-        for info in infos:
-            _append_manifest(table_dir(out, info.table), info)
-    except OSError as e:
-        raise StorageError(
-            f"could not commit shard(s) in {where}: {e}; the journal {path} lets `recover` finish the group"
-        ) from e
-    finally:
-        os.close(fd)  # releases the journal's lock: recover() may take it from here
-    path.unlink()
-    for tmp in temps:
-        tmp.unlink(missing_ok=True)
-    return infos
+    def add(self, table: str, data: pa.Table | pa.RecordBatch, *, keep_empty: bool = False) -> int:
+        """Write ``data`` as one more shard of ``table`` in this group (skipped when empty, unless
+        ``keep_empty``); returns its rows."""
+        if self._done:
+            raise StorageError("this group is already committed or abandoned")
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        if not data.num_rows and not keep_empty:
+            return 0
+        data = _conform(table, data)
+        try:
+            d = self._dir(table)
+            tmp = d / _temp_name(".parquet")
+            self._temps.append(tmp)
+            _write_parquet(data, tmp)
+            self._entries.append({
+                "table": table, "run": self.run_id, "temp": str(tmp.relative_to(self.out)), "sha256": _sha256(tmp),
+                "rows": data.num_rows, "bytes": tmp.stat().st_size, "schema_version": SCHEMA_VERSIONS[table],
+                "batch": self.batch, "config_hash": self.config_hash, "hopforge_version": __version__,
+                "created_at": self.created_at,
+            })
+        except OSError as e:
+            self.abandon()
+            raise StorageError(f"could not write shard(s) in {self._where()}: {e}") from e
+        return data.num_rows
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows added so far, per table."""
+        out: dict[str, int] = {}
+        for e in self._entries:
+            out[e["table"]] = out.get(e["table"], 0) + e["rows"]
+        return out
+
+    def _where(self) -> str:
+        return ", ".join(str(d) for d in self._run_dirs.values())
+
+    def abandon(self) -> None:
+        """Drop every shard written so far (none of them was visible)."""
+        self._done = True
+        for tmp in self._temps:
+            tmp.unlink(missing_ok=True)
+        self._temps, self._entries = [], []
+
+    def commit(self) -> list[ShardInfo]:
+        """Make every shard of the group visible and recorded, as a unit; returns them in order."""
+        if self._done:
+            raise StorageError("this group is already committed or abandoned")
+        self._done = True
+        out, entries, temps, run_dirs = self.out, self._entries, self._temps, self._run_dirs
+        if not entries:
+            return []
+        journal: tuple[Path, int] | None = None
+        try:
+            for d in set(run_dirs.values()):
+                _fsync_dir(d)  # the journal must not name a temp whose directory entry a power cut could lose
+            journal = _write_journal(out, entries)
+        except OSError as e:
+            raise StorageError(f"could not write shard(s) in {self._where()}: {e}") from e
+        finally:
+            if journal is None:
+                for tmp in temps:
+                    tmp.unlink(missing_ok=True)
+
+        path, fd = journal
+        try:
+            finals = [_link_next_part(run_dirs[e["table"]], out / e["temp"]) for e in entries]
+            for d in set(run_dirs.values()):
+                _fsync_dir(d)  # no manifest line may name a link that a power cut could lose
+            infos = [_info(e, str(final.relative_to(table_dir(out, e["table"]))))
+                     for e, final in zip(entries, finals, strict=True)]
+            for info in infos:
+                _append_manifest(table_dir(out, info.table), info)
+        except OSError as e:
+            raise StorageError(
+                f"could not commit shard(s) in {self._where()}: {e}; the journal {path} lets `recover` finish "
+                "the group") from e
+        finally:
+            os.close(fd)  # releases the journal's lock: recover() may take it from here
+        path.unlink()
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        self.infos = infos
+        return infos
+
+    @property
+    def done(self) -> bool:
+        """Committed or abandoned: no more shards may be added."""
+        return self._done
+
+    def __enter__(self) -> GroupWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if not self._done:
+            self.abandon()  # an error in the caller, or no commit: nothing becomes visible
 
 
 def _write_journal(out: Path, entries: list[dict[str, Any]]) -> tuple[Path, int]:
@@ -681,16 +762,29 @@ class ShardWriter:
         self.flush()
 
 
-def iter_batches(out: str | Path, table: str, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
-    """Stream ``table`` in record batches without loading it whole."""
-    read_manifest(out, table)
-    paths = shard_paths(out, table)
-    if not paths:
-        return
-    import pyarrow.dataset as pads
+def iter_batches(out: str | Path, table: str, batch_size: int = 10_000, *, run: str | None = None,
+                 columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Stream ``table`` (optionally one run, projected to ``columns``) in record batches of at most
+    ``batch_size`` rows without loading it whole.
 
-    ds = pads.dataset([str(p) for p in paths], schema=schema_for(table), format=_parquet_format())
-    try:
-        yield from ds.to_batches(batch_size=batch_size)
-    except (pa.ArrowException, OSError) as e:
-        raise _unreadable(out, table, e) from None
+    Shards are read one at a time in the order :func:`read_table` concatenates them, so the rows come
+    in the same order; each batch has the table's schema (projected), older shards' missing columns
+    read as nulls. Memory: one batch plus the row group being decoded.
+    """
+    read_manifest(out, table)  # refuses data from a newer schema version
+    schema = schema_for(table)
+    names = schema.names if columns is None else columns
+    missing = [c for c in names if c not in schema.names]
+    if missing:
+        raise StorageError(f"table {table!r} has no column(s) {missing}; it has {schema.names}")
+    target = pa.schema([schema.field(c) for c in names], metadata=schema.metadata)
+    for path in shard_paths(out, table, run):
+        try:
+            pf = pq.ParquetFile(path, page_checksum_verification=True)
+            have = set(pf.schema_arrow.names)
+            for b in pf.iter_batches(batch_size=batch_size, columns=[c for c in names if c in have]):
+                arrays = [b.column(f.name).cast(f.type) if f.name in have else pa.nulls(b.num_rows, f.type)
+                          for f in target]
+                yield pa.RecordBatch.from_arrays(arrays, schema=target)
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise _unreadable(out, table, e) from None
