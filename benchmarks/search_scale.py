@@ -332,6 +332,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="real,1000000,10000000")
     ap.add_argument("--work", default="/work/bench-search")
     ap.add_argument("--child", nargs="+")
+    ap.add_argument("--skip-bm25s-above", type=int, default=None,
+                    help="skip bm25s on corpora larger than this (e.g. 1000000 when running 10M alone)")
     ap.add_argument("--render", nargs="+", metavar="LOG",
                     help="only write the results from the JSON rows these runs printed (one table from several runs)")
     a = ap.parse_args()
@@ -362,6 +364,8 @@ def main() -> None:
         skip = False
         if size != "real" and int(size) > 1_000_000 and 1_000_000 in bm25s_peak:
             skip = bm25s_peak[1_000_000] * int(size) / 1_000_000 > 0.8 * ram_mib
+        if size != "real" and a.skip_bm25s_above is not None and int(size) > a.skip_bm25s_above:
+            skip = True
         rows += measure(work, size, skip)
 
         for r in rows:

@@ -19,6 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import bm25s
 
@@ -73,6 +74,16 @@ def paginate(text: str, page_chars: int) -> list[str]:
     if rest or not chunks:
         chunks.append(rest)
     return chunks
+
+
+class SearchSettings(Protocol):
+    """What the index needs of ``[search]`` (``hopforge.config.SearchConfig`` has these; the search
+    package reads no config itself)."""
+
+    backend: str  # auto | bm25s | tantivy
+    auto_tantivy_passages: int
+    shard_passages: int
+    rank_depth: int
 
 
 class SearchBackend(ABC):

@@ -23,9 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hopforge.config import SearchConfig
 from hopforge.errors import StorageError
-from hopforge.search.base import SearchBackend
+from hopforge.search.base import SearchBackend, SearchSettings
 from hopforge.search.index import SearchIndex, cache_key
 from hopforge.search.tantivy_index import FORMAT_VERSION, open_or_build
 from hopforge.storage import read_table
@@ -41,7 +40,7 @@ _CHUNK = 8192  # pages per read when streaming pages in page-id order
 BYTES_PER_PASSAGE = 540
 
 
-def choose_backend(search: SearchConfig, passages: int) -> str:
+def choose_backend(search: SearchSettings, passages: int) -> str:
     """The backend for a dump of about ``passages`` passages."""
     if search.backend != "auto":
         return search.backend
@@ -58,7 +57,7 @@ def estimate_passages(out: str | Path, run: str) -> int:
     return total // BYTES_PER_PASSAGE
 
 
-def tantivy_dir(out: str | Path, run: str, search: SearchConfig) -> Path:
+def tantivy_dir(out: str | Path, run: str, search: SearchSettings) -> Path:
     h = hashlib.sha256(f"{cache_key(out, run)}|tantivy{FORMAT_VERSION}|{search.shard_passages}".encode())
     return Path(out) / "_cache" / f"tantivy-{h.hexdigest()[:16]}"
 
@@ -98,16 +97,18 @@ def iter_redirects(out: str | Path, run: str) -> Iterator[tuple[str, str]]:
             yield normalize_title(k), v
 
 
-def open_index(out: str | Path, run: str | None = None, search: SearchConfig | None = None, *,
+def open_index(out: str | Path, run: str | None = None, search: SearchSettings | None = None, *,
                cache: bool = True) -> SearchBackend:
     """The search index over graph run ``run`` (default: the latest complete graph), from its cache
-    under ``OUT/_cache`` or built there. A cache that is corrupt is logged and rebuilt."""
-    search = search or SearchConfig()
+    under ``OUT/_cache`` or built there. A cache that is corrupt is logged and rebuilt. ``search`` is
+    the ``[search]`` section (``None``: bm25s with exact ranks, as before the section existed)."""
     run = run or latest_run(out, "graph")
     n_pages = read_table(out, "pages", run=run, columns=[]).num_rows if run else 0
     if not n_pages:
         raise StorageError(f"no pages under {Path(out) / 'pages'} (graph run {run}): run `hopforge ingest` first")
     assert run is not None
+    if search is None:  # no [search] given: bm25s, exact ranks
+        return SearchIndex.from_tables(out, run, cache=cache)
     backend = choose_backend(search, estimate_passages(out, run))
     if backend == "bm25s":
         return SearchIndex.from_tables(out, run, cache=cache, rank_depth=search.rank_depth)

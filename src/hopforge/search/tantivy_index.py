@@ -19,7 +19,7 @@ opening takes milliseconds to seconds and the resident set grows only with what 
 stemming) and tantivy indexes the space-joined terms with a whitespace tokenizer; a query is a
 boolean SHOULD of term queries. Scores still differ a little from bm25s: tantivy's BM25 has
 k1 = 1.2 (bm25s 1.5) and quantises document lengths to 256 buckets; the ranking agreement over
-enwiki-233 is measured in ``tests/search/test_tantivy_agreement.py``.
+enwiki-233 is measured in ``tests/search/test_tantivy.py::test_tantivy_ranks_enwiki233_like_bm25s``.
 
 **Shards.** Pages are cut into contiguous page ranges of at most ``shard_passages`` passages
 (a page is never split, so one-hit-per-page holds per shard). A query runs on every shard and the
