@@ -59,3 +59,26 @@ def test_toy_fact_graph_has_both_directions_and_no_fact_for_plain_links(toy_out)
     assert back.phrase == "founded" and back.stated_on == press
     # "The Ell flows through Westshire." states no relation the lexicon knows: no fact, no walk over it.
     assert ctx.facts.edge(ell, west) is None and ctx.facts.edge(west, ell) is None
+
+
+def test_fact_graph_built_a_few_link_groups_at_a_time_equals_one_pass(enwiki233_graph, monkeypatch):
+    """The fact graph turns link rows into Python objects a chunk of (src, dst) groups at a time
+    (memory); on enwiki-233's links, chunks of 7 rows give the same graph as one chunk."""
+    from hopforge.storage.arrays import latest_run
+    from hopforge.synth import factgraph
+    from hopforge.synth.graph_view import GraphView, _dataset
+
+    view = GraphView.load(enwiki233_graph, latest_run(enwiki233_graph, "graph"))
+    pages = view.pages(int(p) for p in view.page_id)
+    links = factgraph.links_for_facts(_dataset(view.out, "links", view.run))
+
+    def build():
+        return factgraph.build_fact_graph(view.n_nodes, view.node_of_page, view.titles, links, pages)
+
+    monkeypatch.setattr(factgraph, "FACT_CHUNK_ROWS", 10**9)
+    whole = build()
+    monkeypatch.setattr(factgraph, "FACT_CHUNK_ROWS", 7)
+    chunked = build()
+    assert len(whole.facts) > 100
+    assert (whole.indptr == chunked.indptr).all() and (whole.indices == chunked.indices).all()
+    assert (whole.in_lead == chunked.in_lead).all() and whole.facts == chunked.facts
