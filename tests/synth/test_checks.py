@@ -123,3 +123,44 @@ def test_chain_the_replay_cannot_follow_is_unsolvable_offline(toy_out):
 def test_malformed_outputs_get_specific_reasons(question, language, reason):
     got = check_malformed(Composed(question=question, answer="x", answer_type="entity", composer="t"), language)
     assert got.reason == reason
+
+
+def _networkx_distances(view, target: int, radius: int, cap: int) -> tuple[dict[int, int], bool]:
+    """The shortcut check's neighbourhood as first written: a networkx graph of the BFS's reversed
+    links, then networkx's shortest path lengths (the reference for the numpy BFS)."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_node(target)
+    frontier, seen, truncated = [target], {target}, False
+    for _ in range(radius):
+        nxt = []
+        for v in frontier:
+            for u in view.in_neighbours(v).tolist():
+                g.add_edge(v, u)
+                if u not in seen:
+                    seen.add(u)
+                    nxt.append(u)
+        frontier = nxt
+        if len(seen) > cap:
+            truncated = True
+            break
+    return dict(nx.single_source_shortest_path_length(g, target, cutoff=radius)), truncated
+
+
+@pytest.mark.parametrize("cap", [50_000, 40])
+def test_shortcut_neighbourhood_bfs_equals_networkx_on_enwiki233(enwiki233_graph, monkeypatch, cap):
+    """Every node of enwiki-233 as the answer, radius 1-3, with and without truncation."""
+    from hopforge.storage.arrays import latest_run
+    from hopforge.synth import checks
+    from hopforge.synth.graph_view import GraphView
+
+    monkeypatch.setattr(checks, "MAX_NEIGHBOURHOOD", cap)
+    view = GraphView.load(enwiki233_graph, latest_run(enwiki233_graph, "graph"))
+    truncated = 0
+    for target in range(view.n_nodes):
+        for radius in (1, 2, 3):
+            got = checks._distances_to(view, target, radius)
+            assert got == _networkx_distances(view, target, radius, cap), (target, radius)
+            truncated += got[1]
+    assert (truncated > 0) == (cap == 40)

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
+import numpy as np
 
 from hopforge.synth.certificate import QuestionPlan
 from hopforge.synth.compose import Chain, Composed
@@ -109,23 +109,31 @@ def _leak_detail(lk: Leak, chain: Chain) -> str:
 
 
 def _distances_to(view: GraphView, target: int, radius: int) -> tuple[dict[int, int], bool]:
-    """Hop distance of every node within ``radius`` of ``target`` along link direction (networkx BFS)."""
-    g = nx.DiGraph()
-    g.add_node(target)
-    frontier, seen, truncated = [target], {target}, False
-    for _ in range(radius):
-        nxt = []
-        for v in frontier:
-            for u in view.in_neighbours(v).tolist():
-                g.add_edge(v, u)  # reversed edge: BFS from target walks links backwards
-                if u not in seen:
-                    seen.add(u)
-                    nxt.append(u)
-        frontier = nxt
-        if len(seen) > MAX_NEIGHBOURHOOD:
+    """Hop distance of every node within ``radius`` of ``target`` along link direction: a BFS from
+    ``target`` over the reversed links, one numpy gather per level (a networkx graph built per
+    question cost ~1 µs per edge and grew with the neighbourhood: 260 ms a question at 10k pages).
+    Truncated (and flagged) after the level that passes MAX_NEIGHBOURHOOD nodes."""
+    t_indptr, t_indices = view._transpose
+    dist = {target: 0}
+    frontier = np.asarray([target], np.int64)
+    truncated = False
+    for level in range(1, radius + 1):
+        lo, hi = t_indptr[frontier], t_indptr[frontier + 1]
+        sizes = hi - lo
+        if not sizes.sum():
+            break
+        # Every in-neighbour of the frontier, gathered at once (a ragged arange over the CSR rows).
+        idx = np.repeat(lo - np.r_[0, np.cumsum(sizes)[:-1]], sizes) + np.arange(int(sizes.sum()))
+        new = [u for u in np.unique(t_indices[idx]).tolist() if u not in dist]
+        for u in new:
+            dist[u] = level
+        frontier = np.asarray(new, np.int64)
+        if len(dist) > MAX_NEIGHBOURHOOD:
             truncated = True
             break
-    return dict(nx.single_source_shortest_path_length(g, target, cutoff=radius)), truncated
+        if not len(frontier):
+            break
+    return dist, truncated
 
 
 def check_shortcut(composed: Composed, chain: Chain, view: GraphView, named: list[int]) -> CheckResult:
