@@ -69,3 +69,18 @@ def scale_dump(tmp_path_factory) -> Path:
 
     source = wiki_file("enwiki-233.xml.bz2")
     return generate(3000, tmp_path_factory.mktemp("scale"), source=source, seed=0, workers=2).dump
+
+
+@pytest.fixture(scope="session")
+def scale_single(scale_dump, tmp_path_factory) -> Path:
+    """The scale generator's 3,000-page multistream dump ingested by one process, in 8 batches of
+    stream ranges (8 page shards): what the Dask and Ray runs of the same dump must equal."""
+    from hopforge.config import load_config
+    from hopforge.graph import plan_ingest, run_ingest
+
+    cfg = load_config(None, {"run.out": str(tmp_path_factory.mktemp("single") / "out"),
+                             "graph.dump": str(scale_dump), "graph.workers": 1, "graph.batch_pages": 400})
+    batches = plan_ingest(cfg)
+    assert {b.kind for b in batches} == {"multistream"} and len(batches) == 8  # 30 streams, 4 per batch
+    run_ingest(cfg)
+    return cfg.run.out

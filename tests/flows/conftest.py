@@ -134,3 +134,4 @@ def table_keys():
         return Counter(zip(*(t.column(c).to_pylist() for c in cols), strict=True))
 
     return keys
+

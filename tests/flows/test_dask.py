@@ -34,34 +34,31 @@ def test_stages_on_a_two_worker_local_dask_cluster_match_the_thread_run(referenc
 
 
 def test_multistream_ingest_on_local_dask_one_task_per_stream_range_equals_one_process(
-        scale_dump, prefect_harness, table_keys, tmp_path) -> None:
+        scale_dump, scale_single, prefect_harness, table_keys, tmp_path) -> None:
     """The scale generator's multistream dump through the Prefect graph flow on a 2-worker local
     Dask cluster: one task per range of bz2 streams, tables identical to a single-process run."""
     from distributed import Client, LocalCluster
 
-    from hopforge.config import load_config
     from hopforge.flows import run_pipeline
-    from hopforge.graph import plan_ingest, run_ingest
-    from hopforge.storage import query_arrow
 
-    single = load_config(None, {"run.out": str(tmp_path / "single"), "graph.dump": str(scale_dump),
-                                "graph.workers": 1, "graph.batch_pages": 400})
-    batches = plan_ingest(single)
-    assert {b.kind for b in batches} == {"multistream"} and len(batches) == 8  # 30 streams, 4 per task
-    run_ingest(single)
     out = tmp_path / "dask"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         _summary, state = run_pipeline(None, {"run.out": str(out), "graph.dump": str(scale_dump),
-                                             "graph.batch_pages": 400, "flows.task_runner": "dask",
-                                             "flows.dask_address": cluster.scheduler_address},
-                                      stages=["graph"])
+                                              "graph.batch_pages": 400, "flows.task_runner": "dask",
+                                              "flows.dask_address": cluster.scheduler_address},
+                                       stages=["graph"])
         ran_there = client.run(lambda: "hopforge.graph.ingest" in sys.modules)
     assert state.is_completed(), state.message
     assert all(ran_there.values()), ran_there  # both workers parsed stream ranges
+    assert_same_graph(out, scale_single, table_keys)
+
+
+def assert_same_graph(out, single, table_keys) -> None:
+    from hopforge.storage import query_arrow
+
     for table in ("pages", "links", "redirects", "links_raw", "nodes"):
-        assert table_keys(out, table) == table_keys(single.run.out, table), table
-    q = "SELECT src_id, position, dst_id, anchor, sentence FROM links ORDER BY 1, 2"
-    assert query_arrow(out, q).to_pylist() == query_arrow(single.run.out, q).to_pylist()
-    q = "SELECT page_id, title, text, infobox FROM pages ORDER BY 1"
-    assert query_arrow(out, q).to_pylist() == query_arrow(single.run.out, q).to_pylist()
+        assert table_keys(out, table) == table_keys(single, table), table
+    for q in ("SELECT src_id, position, dst_id, anchor, sentence FROM links ORDER BY 1, 2",
+              "SELECT page_id, title, text, infobox FROM pages ORDER BY 1"):
+        assert query_arrow(out, q).to_pylist() == query_arrow(single, q).to_pylist(), q

@@ -63,3 +63,27 @@ def test_without_an_address_the_pipeline_starts_and_stops_one_local_ray(referenc
     assert not ray.is_initialized()  # cluster_for shut down the instance it started for the run
     for table in ("pages", "links", "nodes"):
         assert table_keys(out, table) == table_keys(ref_out, table), table
+
+
+def test_multistream_ingest_on_local_ray_equals_one_process(scale_dump, scale_single, prefect_harness,
+                                                            table_keys, tmp_path) -> None:
+    """The scale generator's multistream dump through the Prefect graph flow on a local Ray of
+    2 CPUs: one task per range of bz2 streams, tables identical to a single-process run."""
+    import ray
+
+    from hopforge.flows import run_pipeline
+
+    from .test_dask import assert_same_graph
+
+    out = tmp_path / "ray"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary, state = run_pipeline(None, {"run.out": str(out), "graph.dump": str(scale_dump),
+                                             "graph.batch_pages": 400, "flows.task_runner": "ray"},
+                                      stages=["graph"])
+    finally:
+        ray.shutdown()
+    assert state.is_completed(), state.message
+    graph = {s["stage"]: s for s in summary["stages"]}["graph"]
+    assert graph["ran"] == 8 and not graph["failures"], graph
+    assert_same_graph(out, scale_single, table_keys)
