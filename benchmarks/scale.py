@@ -54,11 +54,13 @@ class Sample:
     cpu: float = 0.0  # user+sys of the whole process tree (reaped children included)
     main_peak_rss: int = 0
     worker_peak_rss: int = 0  # max over child processes
+    worker_peak_uss: int = 0  # their private memory (RSS counts pages shared with the forking parent)
     workers_seen: int = 0
     last_worker_at: float = 0.0  # seconds after start when a child was last alive
     stdout: str = ""
     stderr: str = ""
     per_pid: dict[int, int] = field(default_factory=dict)
+    next_uss: float = 0.0
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None, period: float = 0.2) -> Sample:
@@ -82,6 +84,9 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, period: float = 0
             for k in kids:
                 try:
                     rss = k.memory_info().rss
+                    if time.perf_counter() - t0 > s.next_uss:  # smaps is slow to read: every 2 s
+                        s.worker_peak_uss = max(s.worker_peak_uss, k.memory_full_info().uss)
+                        s.next_uss = time.perf_counter() - t0 + 2.0
                 except psutil.NoSuchProcess:
                     continue
                 s.per_pid[k.pid] = max(s.per_pid.get(k.pid, 0), rss)
@@ -174,7 +179,8 @@ def bench_ingest(config: Path, out: Path) -> dict[str, Any]:
         "pages": stats["pages"], "raw_pages": stats["raw_pages"], "redirects": stats["redirects"],
         "links": stats["links"], "edges": stats["edges"], "xml_bytes": None,
         "parse_cpu_s": stats["cpu_seconds"], "cpu_ms_per_page": 1000 * stats["cpu_seconds"] / stats["raw_pages"],
-        "worker_peak_rss_mb": s.worker_peak_rss / 2**20, "workers": s.workers_seen,
+        "worker_peak_rss_mb": s.worker_peak_rss / 2**20,
+        "worker_peak_uss_mb": s.worker_peak_uss / 2**20, "workers": s.workers_seen,
         "parse_wall_s": parse_wall, "build_wall_s": s.wall - parse_wall,
         "main_peak_rss_mb": s.main_peak_rss / 2**20, "wall_s": s.wall, "tree_cpu_s": s.cpu,
     }
@@ -208,7 +214,9 @@ print(json.dumps({{"setup_cpu_s": setup, "walk_cpu_s": dt, "us_per_walk": 1e6 * 
 def bench_questions(config: Path, counts: tuple[int, int], workers: int = 1) -> dict[str, Any]:
     runs = []
     for i, n in enumerate(counts):
-        s = measure(_hopforge("questions", "--config", str(config), "--n", str(n), "--seed", str(100 + i),
+        # A fresh seed: a finished stage run with the same settings would be skipped, not timed.
+        seed = 2 * (time.time_ns() // 1000 % 10**9) + i
+        s = measure(_hopforge("questions", "--config", str(config), "--n", str(n), "--seed", str(seed),
                               "--workers", str(workers)), _env())
         stats = _json_tail(s.stdout)
         runs.append({"n": n, "cpu_s": s.cpu, "wall_s": s.wall, "peak_rss_mb": max(s.main_peak_rss,
@@ -220,14 +228,71 @@ def bench_questions(config: Path, counts: tuple[int, int], workers: int = 1) -> 
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
-def bench_search(out: Path, queries: int) -> dict[str, Any]:
-    """Each backend of ``hopforge.search`` over this graph's pages, in a fresh process each."""
-    code_path = REPO / "benchmarks" / "search_scale.py"
-    if not code_path.exists():
-        return {}
-    s = measure([sys.executable, str(code_path), "--graph-out", str(out), "--queries", str(queries), "--json-stdout"],
-                _env())
-    return json.loads(s.stdout.strip().splitlines()[-1])
+SEARCH_CHILD = """
+import json, random, re, resource, shutil, statistics, sys, time
+from pathlib import Path
+import psutil
+from hopforge.config import SearchConfig
+from hopforge.search.open import estimate_passages, open_index
+from hopforge.storage import read_table
+from hopforge.storage.arrays import latest_run
+out, backend, phase, n_queries = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+run = latest_run(out, "graph")
+cfg = SearchConfig(backend=backend)
+res = {"backend": backend, "phase": phase}
+if phase == "build":
+    for d in (Path(out) / "_cache").glob("bm25-*" if backend == "bm25s" else "tantivy-*"):
+        shutil.rmtree(d)
+    t = time.perf_counter()
+    idx = open_index(out, run, cfg)
+    res.update(build_s=time.perf_counter() - t, passages=idx.num_passages,
+               estimated_passages=estimate_passages(out, run))
+    d = [p for p in (Path(out) / "_cache").glob("bm25-*" if backend == "bm25s" else "tantivy-*") if p.is_dir()]
+    res["disk_mb"] = sum(f.stat().st_size for p in d for f in p.rglob("*") if f.is_file()) / 2**20
+else:
+    rss0 = psutil.Process().memory_info().rss
+    t = time.perf_counter()
+    idx = open_index(out, run, cfg)
+    res.update(open_s=time.perf_counter() - t, rss_after_open_mb=psutil.Process().memory_info().rss / 2**20,
+               rss_open_delta_mb=(psutil.Process().memory_info().rss - rss0) / 2**20)
+    rng = random.Random(0)
+    pages = read_table(out, "pages", run=run, columns=["title", "text"]).to_pylist()
+    words = re.compile(r"[A-Za-z]{3,}")
+    queries = []
+    while len(queries) < n_queries + 50:
+        p = rng.choice(pages)
+        w = words.findall(p["text"] or "")
+        if len(w) < 8:
+            continue
+        k = rng.randint(2, 6)
+        i = rng.randrange(len(w) - k)
+        q = " ".join(w[i:i + k])
+        queries.append(f"{p['title'].split(' (')[0]} {q}" if rng.random() < 0.5 else q)
+    del pages
+    lat = []
+    for j, q in enumerate(queries):
+        t = time.perf_counter()
+        idx.search(q, 5)
+        if j >= 50:
+            lat.append(1000 * (time.perf_counter() - t))
+    lat.sort()
+    res.update(p50_ms=statistics.median(lat), p99_ms=lat[int(0.99 * len(lat)) - 1], queries=len(lat))
+res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(res))
+"""
+
+
+def bench_search(out: Path, queries: int, backends: list[str]) -> dict[str, Any]:
+    """Each search backend over this graph's pages: build (fresh process), then open + queries (another)."""
+    res: dict[str, Any] = {}
+    for b in backends:
+        row: dict[str, Any] = {}
+        for phase in ("build", "query"):
+            s = measure([sys.executable, "-c", SEARCH_CHILD, str(out), b, phase, str(queries)], _env())
+            row.update(json.loads(s.stdout.strip().splitlines()[-1]))
+            row[f"{phase}_peak_rss_mb"] = row.pop("peak_rss_mb")
+        res[b] = row
+    return res
 
 
 # ----------------------------------------------------------------------------- report
@@ -259,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             elif step == "questions":
                 row[step] = bench_questions(config, (args.questions, 2 * args.questions))
             elif step == "search":
-                row[step] = bench_search(out, args.search_queries)
+                row[step] = bench_search(out, args.search_queries, args.backends)
             print(f"[{n}] {step}: {json.dumps(row[step], default=str)[:400]}", file=sys.stderr, flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=1, default=str))
@@ -272,6 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 CURVES = [  # (name, step, key, unit)
     ("ingest CPU per page", "ingest", "cpu_ms_per_page", "ms"),
     ("ingest peak RSS per worker", "ingest", "worker_peak_rss_mb", "MB"),
+    ("ingest peak private memory (USS) per worker", "ingest", "worker_peak_uss_mb", "MB"),
     ("ingest parse wall (W workers)", "ingest", "parse_wall_s", "s"),
     ("graph build wall", "ingest", "build_wall_s", "s"),
     ("graph build peak RSS (main process)", "ingest", "main_peak_rss_mb", "MB"),
@@ -330,6 +396,7 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
     p.add_argument("--resume", action="store_true", help="keep the steps already in --json")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--backends", nargs="+", default=["bm25s", "tantivy"])
     p.add_argument("--search", default=None, help="JSON of [search] settings for the question stage")
     args = p.parse_args()
     args.search_config = json.loads(args.search) if args.search else None

@@ -25,6 +25,7 @@ a Dask worker thread) is parsed in a child process whose main thread it is.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -53,7 +54,7 @@ from hopforge.graph.dump import (
     iter_pages,
     open_blocks,
     page_head,
-    read_multistream_index,
+    iter_multistream_index,
 )
 from hopforge.graph.fetch import resolve_dump
 from hopforge.storage import content_id, schema_for
@@ -190,10 +191,11 @@ def _plan_sequential(cfg: Config, dump: Path, key: str, work: Path) -> list[Inge
 
 
 def _plan_multistream(cfg: Config, dump: Path, index: Path, key: str, work: Path) -> list[IngestBatch]:
-    rows = read_multistream_index(index)
-    if not rows:
+    rows = iter_multistream_index(index)
+    first = next(rows, None)
+    if first is None:
         raise DumpError(f"{index}: empty multistream index")
-    first_offset = rows[0][0]
+    first_offset = first[0]
     site = None
     for item in iter_pages(open_blocks(dump, 0, first_offset)):
         if isinstance(item, SiteInfo):
@@ -203,21 +205,21 @@ def _plan_multistream(cfg: Config, dump: Path, index: Path, key: str, work: Path
         raise DumpError(f"{dump}: no <siteinfo> in the first bz2 stream (compressed bytes 0..{first_offset})")
     namespaces = set(cfg.graph.namespaces)
     titles_path = work / "titles.txt"
+    # One pass over the index (streamed: never a list of its lines): titles to titles.txt, streams summed.
+    streams: list[tuple[int, int, int, int, str]] = []  # offset, pages, first id, last id, last title
     with open(titles_path.with_suffix(".tmp"), "w", encoding="utf-8") as f:
-        for _off, _pid, title in rows:
+        for off, pid, title in itertools.chain([first], rows):
             t, _frag, ns = site.normalize(title)
             if ns in namespaces:
                 f.write(t + "\n")
+            if streams and streams[-1][0] == off:
+                o, c, a, _b, _t = streams[-1]
+                streams[-1] = (o, c + 1, a, pid, title)
+            else:
+                streams.append((off, 1, pid, pid, title))
     os.replace(titles_path.with_suffix(".tmp"), titles_path)
     write_title_hashes(titles_path)
 
-    streams: list[tuple[int, int, int, int, str]] = []  # offset, pages, first id, last id, last title
-    for off, pid, title in rows:
-        if streams and streams[-1][0] == off:
-            o, c, a, _b, _t = streams[-1]
-            streams[-1] = (o, c + 1, a, pid, title)
-        else:
-            streams.append((off, 1, pid, pid, title))
     size = dump.stat().st_size
     batches: list[IngestBatch] = []
     group: list[tuple[int, int, int, int, str]] = []
