@@ -346,7 +346,21 @@ CURVES = [  # (name, step, key, unit)
     ("questions CPU per question", "questions", "cpu_ms_per_question", "ms"),
     ("questions fixed CPU (indexes)", "questions", "fixed_cpu_s", "s"),
     ("questions peak RSS", "questions", "peak_rss_mb", "MB"),
+    ("search passages", "search", "tantivy.passages", ""),
+    ("search build, tantivy", "search", "tantivy.build_s", "s"),
+    ("search build peak RSS, tantivy", "search", "tantivy.build_peak_rss_mb", "MB"),
+    ("search p50, tantivy", "search", "tantivy.p50_ms", "ms"),
+    ("search p50, bm25s", "search", "bm25s.p50_ms", "ms"),
+    ("search RSS after open, tantivy", "search", "tantivy.rss_after_open_mb", "MB"),
+    ("search RSS after open, bm25s", "search", "bm25s.rss_after_open_mb", "MB"),
 ]
+
+
+def _get(row: dict[str, Any], step: str, key: str) -> Any:
+    v: Any = row.get(step, {})
+    for part in key.split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    return v
 
 
 def fits(results: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +369,7 @@ def fits(results: dict[str, Any]) -> dict[str, Any]:
     for name, step, key, unit in CURVES:
         ns, ys = [], []
         for n in sizes:
-            v = results["sizes"][n].get(step, {}).get(key)
+            v = _get(results["sizes"][n], step, key)
             art = results["sizes"][n].get("ingest", {}).get("pages")
             if v is not None and art:
                 ns.append(art)
@@ -378,8 +392,9 @@ def markdown(results: dict[str, Any]) -> str:
             art = results["sizes"][n].get("ingest", {}).get("pages")
             cells.append(f"{by[art]:.3g}" if art in by else "–")
         f = v["fit"]
-        lines.append(f"| {name} ({v['unit']}) | " + " | ".join(cells) +
-                     f" | {f['b']:.2f} |" if f else f"| {name} ({v['unit']}) | " + " | ".join(cells) + " | – |")
+        unit = f" ({v['unit']})" if v["unit"] else ""
+        lines.append(f"| {name}{unit} | " + " | ".join(cells) +
+                     f" | {f['b']:.2f} |" if f else f"| {name}{unit} | " + " | ".join(cells) + " | – |")
         lines[-1] += f" {v['enwiki']:.3g} |" if v["enwiki"] is not None else " – |"
     return "\n".join(lines)
 
