@@ -50,7 +50,13 @@ WaitOpt = Annotated[bool, typer.Option("--wait", help="If another process runs t
 def _selection(cfg: Config, config: Path | None) -> Any:
     """What readers read: the chain of ``config`` (its complete stages) when one is given, else the
     most recently completed chain under OUT."""
-    from hopforge.stage import STAGES, StageRun, current_selection, resolve, selection_for
+    from hopforge.stage import (
+        STAGES,
+        StageRun,
+        current_selection,
+        resolve,
+        selection_for,
+    )
 
     if config is None:
         return current_selection(cfg.run.out)
@@ -595,7 +601,8 @@ def env_serve(
     mcp: Annotated[bool, typer.Option("--mcp/--no-mcp", help="Also serve MCP (streamable HTTP) at /mcp.")] = True,
 ) -> None:
     """Serve search / visit over the dump's index as HTTP/JSON and MCP (what the teacher searched)."""
-    from hopforge.rollouts.env_server import EnvService, ServerLimits, serve as serve_env
+    from hopforge.rollouts.env_server import EnvService, ServerLimits
+    from hopforge.rollouts.env_server import serve as serve_env
     from hopforge.rollouts.environment import Environment
     from hopforge.stage import resolve
 

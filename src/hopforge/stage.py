@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import multiprocessing as mp
 import os
 import socket
 import threading
@@ -42,15 +43,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-import multiprocessing as mp
-
 import orjson
 import pyarrow as pa
 
 from hopforge import __version__
 from hopforge.config import Config
 from hopforge.errors import ConfigError, HopforgeError
-from hopforge.storage import GroupWriter, Lease, ShardWriter, read_manifest, read_table, recover, write_group
+from hopforge.storage import (
+    GroupWriter,
+    Lease,
+    ShardWriter,
+    read_manifest,
+    read_table,
+    recover,
+    write_group,
+)
 from hopforge.storage.shards import ShardInfo
 
 log = logging.getLogger(__name__)

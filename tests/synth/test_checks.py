@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from hopforge.synth.checks import CHECK_NAMES, check_giveaway, check_malformed, check_one_shot, named_entities
+from hopforge.synth.checks import (
+    CHECK_NAMES,
+    check_giveaway,
+    check_malformed,
+    check_one_shot,
+    named_entities,
+)
 from hopforge.synth.compose import Composed, TemplateComposer
 from hopforge.synth.questions import check_question
 from hopforge.synth.retrieval import clues_of, measure

@@ -51,10 +51,10 @@ from hopforge.graph.dump import (
     DumpBreak,
     index_path_for,
     is_bz2,
+    iter_multistream_index,
     iter_pages,
     open_blocks,
     page_head,
-    iter_multistream_index,
 )
 from hopforge.graph.fetch import resolve_dump
 from hopforge.storage import content_id, schema_for

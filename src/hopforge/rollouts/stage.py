@@ -21,7 +21,12 @@ import pyarrow.compute as pc
 
 from hopforge.config import Config
 from hopforge.llm.service import SharedTeacher, release_teachers, shared_teacher
-from hopforge.rollouts.engine import LiveStats, TrajectorySink, run_engine, trajectory_id
+from hopforge.rollouts.engine import (
+    LiveStats,
+    TrajectorySink,
+    run_engine,
+    trajectory_id,
+)
 from hopforge.rollouts.environment import Environment
 from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import content_id

@@ -39,8 +39,17 @@ from hopforge.search import SearchBackend, open_index
 from hopforge.storage import content_id
 from hopforge.synth.aliases import answer_aliases, title_variants
 from hopforge.synth.certificate import Certifier
-from hopforge.synth.checks import (check_answer_leak, check_certificate, check_giveaway, check_malformed,
-                                   check_one_shot, check_replay, check_shortcut, check_single_page, named_entities)
+from hopforge.synth.checks import (
+    check_answer_leak,
+    check_certificate,
+    check_giveaway,
+    check_malformed,
+    check_one_shot,
+    check_replay,
+    check_shortcut,
+    check_single_page,
+    named_entities,
+)
 from hopforge.synth.clues import Clue, ClueIndex, page_clues
 from hopforge.synth.compose import Chain, Composed, Composer, TemplateComposer
 from hopforge.synth.factgraph import FactGraph, build_fact_graph, links_for_facts
@@ -49,7 +58,13 @@ from hopforge.synth.language import dump_language
 from hopforge.synth.leaks import walk_names
 from hopforge.synth.replay import Replayer
 from hopforge.synth.retrieval import measure, rank
-from hopforge.synth.walks import STRATEGIES, Walker, WalkResult, start_weights, walk_block
+from hopforge.synth.walks import (
+    STRATEGIES,
+    Walker,
+    WalkResult,
+    start_weights,
+    walk_block,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,13 @@ import pyarrow.compute as pc
 from hopforge.config import Config
 from hopforge.stage import Batch, Empty, Stage, StageRun, StageStats, run_stage
 from hopforge.storage import content_id
-from hopforge.synth.questions import check_language, compose_batch, context, make_composer, plan_questions
+from hopforge.synth.questions import (
+    check_language,
+    compose_batch,
+    context,
+    make_composer,
+    plan_questions,
+)
 
 
 @dataclass
