@@ -20,13 +20,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hopforge.testing.stages import ingested_copy
+
 CHILD = r"""
 import json, resource, sys, time
 from hopforge.config import load_config
 from hopforge.stage import resolve
-out, dump, build, chunk = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
-cfg = load_config(None, {"run.out": out, "graph.dump": dump})
+out, dump, build, chunk, config = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), sys.argv[5]
+cfg = load_config(config or None, {"run.out": out, "graph.dump": dump})
 run = resolve(cfg, "graph")
+if not run.read("pages", columns=[]).num_rows:
+    sys.exit(f"no pages of graph run {run.fingerprint} under {out}: pass --config with the settings it was ingested with")
 res = {}
 t0 = time.monotonic()
 if build:
@@ -39,29 +43,17 @@ print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
                   "seconds": round(time.monotonic() - t0, 2), "result": res}))
 """
 
-INGEST = ("pages", "links_raw", "redirects_raw", "ingest_batches", "rejects", "_stages")
 
-
-def measure(out: Path, dump: Path, scratch: Path, build: bool, chunk_rows: int = 0) -> dict:
+def measure(out: Path, dump: Path, scratch: Path, build: bool, chunk_rows: int = 0, config: str = "") -> dict:
     work = scratch / "out"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    for name in INGEST:
-        if (out / name).exists():
-            shutil.copytree(out / name, work / name)
-    # Only the ingest batches' rejects: a build's own rows (batch build_graph) would mark it done.
-    man = work / "rejects" / "_manifest.jsonl"
-    if man.exists():
-        keep = [line for line in man.read_text().splitlines() if '"batch":"build_graph"' not in line]
-        man.write_text("".join(f"{line}\n" for line in keep))
-        listed = {json.loads(line)["path"] for line in keep}
-        for p in (work / "rejects").glob("run=*/part-*.parquet"):
-            if str(p.relative_to(work / "rejects")) not in listed:
-                p.unlink()
+    ingested_copy(out, work, stage_records=True)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(work), str(dump), "1" if build else "0",
-                           str(chunk_rows)],
-                          capture_output=True, text=True, check=True)
+                           str(chunk_rows), config], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(proc.stderr.strip().splitlines()[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -70,12 +62,14 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("dump", type=Path)
     ap.add_argument("--scratch", type=Path, default=None)
+    ap.add_argument("--config", default="", help="the TOML OUT was ingested with (graph settings shape its fingerprint)")
     ap.add_argument("--chunk-rows", type=int, default=0, help="set build.LINK_CHUNK_ROWS (0: the default)")
     args = ap.parse_args()
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="build-rss-"))
     try:
-        base = measure(args.out, args.dump.resolve(), scratch, build=False)
-        built = measure(args.out, args.dump.resolve(), scratch, build=True, chunk_rows=args.chunk_rows)
+        base = measure(args.out, args.dump.resolve(), scratch, build=False, config=args.config)
+        built = measure(args.out, args.dump.resolve(), scratch, build=True, chunk_rows=args.chunk_rows,
+                        config=args.config)
     finally:
         if args.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -3,9 +3,7 @@ chunk writes leaves no partial ``links`` and the re-run completes with identical
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,28 +18,15 @@ from hopforge.stage import resolve
 from hopforge.storage import read_manifest, read_table, runs_of
 from hopforge.storage.arrays import load_arrays
 from hopforge.storage.shards import GroupWriter
+from hopforge.testing.stages import ingested_copy
 
 from .conftest import make_cfg, page_xml, wiki_file, write_dump
 
-INGEST_TABLES = ("pages", "links_raw", "redirects_raw", "ingest_batches", "rejects")
 KEYS = {"links": ["src_id", "position"], "nodes": ["node"], "redirects": ["title"], "rejects": ["row_id"]}
 
 
 def _ingested_copy(src: Path, dest: Path) -> Path:
-    """The ingest tables of ``src`` (no build output, no stage records): the stage re-finds its
-    committed batches in the manifests and only builds the graph."""
-    for t in INGEST_TABLES:
-        if (src / t).exists():
-            shutil.copytree(src / t, dest / t)
-    man = dest / "rejects" / "_manifest.jsonl"
-    if man.exists():  # drop the build's own rejects (batch build_graph)
-        lines = [ln for ln in man.read_text().splitlines() if '"batch":"build_graph"' not in ln]
-        man.write_text("".join(f"{ln}\n" for ln in lines))
-        keep = {json.loads(ln)["path"] for ln in lines}
-        for p in (dest / "rejects").glob("run=*/part-*.parquet"):
-            if str(p.relative_to(dest / "rejects")) not in keep:
-                p.unlink()
-    return dest
+    return ingested_copy(src, dest)
 
 
 def _cfg(out: Path):
@@ -128,6 +113,7 @@ import os, signal, sys
 from hopforge.config import load_config
 from hopforge.graph import build, run_ingest
 from hopforge.storage.shards import GroupWriter
+from hopforge.testing.stages import ingested_copy
 out, dump = sys.argv[1], sys.argv[2]
 build.LINK_CHUNK_ROWS = 5000
 real, adds = GroupWriter.add, []

@@ -7,7 +7,10 @@ hand-checked inputs (ten rows for a filter) without running everything before it
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,3 +51,25 @@ def complete_chain(cfg: Config, outputs: Mapping[str, Mapping[str, pa.Table | li
 
     last = max(STAGES.index(s) for s in outputs)
     return {s: complete_stage(cfg, s, outputs.get(s, {})) for s in STAGES[: last + 1]}
+
+
+# The tables the graph stage's batches write: everything but the build's output.
+INGEST_TABLES = ("pages", "links_raw", "redirects_raw", "ingest_batches", "rejects")
+
+
+def ingested_copy(src: Path, dest: Path, *, stage_records: bool = False) -> Path:
+    """The ingest tables of OUT ``src`` copied to ``dest`` without the graph build's output (and,
+    with ``stage_records``, the stage records under ``_stages``), so the graph stage re-finds its
+    committed batches in the manifests and only builds the graph."""
+    for t in (*INGEST_TABLES, "_stages") if stage_records else INGEST_TABLES:
+        if (src / t).exists():
+            shutil.copytree(src / t, dest / t)
+    man = dest / "rejects" / "_manifest.jsonl"
+    if man.exists():  # drop the build's own rejects (batch build_graph), which would mark it done
+        lines = [ln for ln in man.read_text().splitlines() if '"batch":"build_graph"' not in ln]
+        man.write_text("".join(f"{ln}\n" for ln in lines))
+        keep = {json.loads(ln)["path"] for ln in lines}
+        for p in (dest / "rejects").glob("run=*/part-*.parquet"):
+            if str(p.relative_to(dest / "rejects")) not in keep:
+                p.unlink()
+    return dest
