@@ -77,6 +77,7 @@ def build_fact_graph(n_nodes: int, node_of_page: dict[int, int], titles: list[st
         starts = np.zeros(0, np.int64)
     bounds = np.r_[starts, len(order)]
     forward: dict[tuple[int, int], tuple[Relation, bool]] = {}
+    person: dict[int, bool] = {}  # per source page: is_person ran once per link group (4M calls at 100k pages)
     g = 0
     while g < len(starts):
         g_end = int(np.searchsorted(bounds, bounds[g] + FACT_CHUNK_ROWS, side="right")) - 1
@@ -88,7 +89,9 @@ def build_fact_graph(n_nodes: int, node_of_page: dict[int, int], titles: list[st
             key = (group[0]["src_id"], group[0]["dst_id"])
             u, v = node_of_page.get(key[0]), node_of_page.get(key[1])
             if u is not None and v is not None and u != v:
-                rel = best_relation(group, titles[u], is_person(pages.get(key[0]) or {}))
+                if key[0] not in person:
+                    person[key[0]] = is_person(pages.get(key[0]) or {})
+                rel = best_relation(group, titles[u], person[key[0]])
                 if rel is not None:
                     lead = any(r.get("in_lead") for r in group if r["position"] == rel.position)
                     forward[(u, v)] = (rel, bool(lead))
