@@ -177,7 +177,7 @@ def bench_ingest(config: Path, out: Path) -> dict[str, Any]:
     parse_wall = s.last_worker_at
     return {
         "pages": stats["pages"], "raw_pages": stats["raw_pages"], "redirects": stats["redirects"],
-        "links": stats["links"], "edges": stats["edges"], "xml_bytes": None,
+        "links": stats["links"], "edges": stats["edges"],
         "parse_cpu_s": stats["cpu_seconds"], "cpu_ms_per_page": 1000 * stats["cpu_seconds"] / stats["raw_pages"],
         "worker_peak_rss_mb": s.worker_peak_rss / 2**20,
         "worker_peak_uss_mb": s.worker_peak_uss / 2**20, "workers": s.workers_seen,

@@ -270,12 +270,10 @@ class TitleSet:
         return len(self._hashes)
 
     def count_absent(self, titles: Sequence[str]) -> int:
-        if not titles:
-            return 0
-        h = np.fromiter((_title_hash(t) for t in titles), np.uint64, len(titles))
-        pos = np.minimum(np.searchsorted(self._hashes, h), max(len(self._hashes) - 1, 0))
-        if not len(self._hashes):
+        if not titles or not len(self._hashes):
             return len(titles)
+        h = np.fromiter((_title_hash(t) for t in titles), np.uint64, len(titles))
+        pos = np.minimum(np.searchsorted(self._hashes, h), len(self._hashes) - 1)
         return int(np.count_nonzero(self._hashes[pos] != h))
 
 

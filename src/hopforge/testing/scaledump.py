@@ -301,8 +301,9 @@ def generate(pages: int, out: Path, *, source: Path = DEFAULT_SOURCE, seed: int 
     dump, index = paths_for(out, pages)
     if dump.exists() and index.exists() and not force:
         return Generated(dump, index, pages, -1, 0.0)
-    header, _sources = load_sources(source)
-    _init_worker(pages, str(source), seed)
+    global _PLAN
+    header, sources = load_sources(source)
+    _PLAN = Plan(pages, sources, seed)  # for the streams made in this process (workers=1)
     tmp_dump, tmp_index = dump.with_suffix(".tmp"), index.with_suffix(".tmp")
     xml_bytes = 0
     with open(tmp_dump, "wb") as f, bz2.open(tmp_index, "wt", encoding="utf-8") as idx:
