@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -119,3 +120,74 @@ def test_stop_during_startup_ends_the_wait_at_once() -> None:
     t.join(10)
     assert not t.is_alive() and time.monotonic() - t0 < 5
     assert len(errors) == 1 and "stopped during startup" in str(errors[0])
+
+
+class _RestartRace:
+    """A transport whose first request fails the way a request in flight during a restart does;
+    ``during`` says what the managed server is doing when the client sees the failure."""
+
+    def __init__(self, server: ManagedServer, during: str) -> None:
+        self.server, self.during, self.calls = server, during, 0
+
+    async def post(self, path: str, body: bytes) -> dict:
+        from hopforge.llm.client import EndpointDownError
+        self.calls += 1
+        if self.calls > 1:
+            return {"ok": True}
+        loop = asyncio.get_running_loop()
+        if self.during == "restart already done":  # the failure is seen late, after a whole restart
+            self.server.generation += 1
+        else:  # the process is not reaped yet: the watchdog starts the restart half a poll later
+            def begin() -> None:
+                self.server.restarting = True
+                self.server.generation += 1
+                loop.call_later(0.2, lambda: setattr(self.server, "restarting", False))
+            loop.call_later(self.server.poll_s / 2, begin)
+        raise EndpointDownError("POST /v1/chat/completions: connection failed: nothing listens")
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("during", ["restart already done", "process not reaped yet"])
+def test_a_request_failed_by_a_restart_does_not_spend_a_retry(during: str) -> None:
+    # Under load the client can see its connection drop before the watchdog has noticed the death,
+    # or only after the restart is over; neither is the endpoint's fault, so neither costs a retry.
+    from hopforge.llm.client import Retry, Teacher
+    server = ManagedServer([sys.executable, "-c", "import time; time.sleep(60)"], "http://127.0.0.1:1/health",
+                           poll_s=0.1)
+    server.proc = subprocess.Popen(server.cmd, start_new_session=True)
+    try:
+        transport = _RestartRace(server, during)
+        teacher = Teacher(transport, "chat", backend="vllm", model="m", retry=Retry(0, 0.01, 0.02),  # type: ignore[arg-type]
+                          server=server)
+        resp, retries, _ = asyncio.run(teacher.post("/v1/chat/completions", b"{}"))
+        assert resp == {"ok": True} and retries == 0 and transport.calls == 2
+    finally:
+        server.stop()
+
+
+def test_a_failure_of_a_live_server_still_spends_retries() -> None:
+    from hopforge.llm.client import EndpointDownError, Retry, Teacher
+
+    class Down:
+        calls = 0
+
+        async def post(self, path: str, body: bytes) -> dict:
+            Down.calls += 1
+            raise EndpointDownError("POST /x: connection failed: nothing listens")
+
+        async def aclose(self) -> None:
+            pass
+
+    server = ManagedServer([sys.executable, "-c", "import time; time.sleep(60)"], "http://127.0.0.1:1/health",
+                           poll_s=0.05)
+    server.proc = subprocess.Popen(server.cmd, start_new_session=True)
+    try:
+        teacher = Teacher(Down(), "chat", backend="vllm", model="m", retry=Retry(2, 0.01, 0.02),  # type: ignore[arg-type]
+                          server=server)
+        with pytest.raises(TeacherError, match="gave up after 2 retries"):
+            asyncio.run(teacher.post("/x", b"{}"))
+        assert Down.calls == 3
+    finally:
+        server.stop()

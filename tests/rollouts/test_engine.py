@@ -193,8 +193,8 @@ def test_sink_flushes_on_time_as_well_as_on_count() -> None:
 # ----------------------------------------------------------------------------- engine construction
 
 
-def _teacher(url: str, kind: str, **kw) -> Teacher:
-    return Teacher(LeanTransport(url, api_key=None, timeout_s=2, max_connections=4), kind, backend="vllm",
+def _teacher(url: str, kind: str, timeout_s: float = 2, **kw) -> Teacher:
+    return Teacher(LeanTransport(url, api_key=None, timeout_s=timeout_s, max_connections=4), kind, backend="vllm",
                    model="scripted", max_in_flight=4, retry=Retry(1, 0.01, 0.02), **kw)
 
 
@@ -221,7 +221,8 @@ def test_managed_server_dying_mid_run_is_restarted_and_no_trajectory_fails(wiki:
     server = ManagedServer(scripted_command(port, policy="loop", loop_turns=6, latency_ms=20), url + "/health",
                            startup_timeout_s=30, max_restarts=2, poll_s=0.1)
     cfg = rollout_cfg(wiki, url, **{"rollout.retries": 1})  # waiting for a restart must not burn retries
-    teacher = _teacher(url, "chat", server=server)
+    # A slow answer on a loaded machine is not what this test is about: only the restart may fail requests.
+    teacher = _teacher(url, "chat", timeout_s=30, server=server)
     stats = LiveStats()
     env = Environment.from_tables(wiki, resolve(cfg, "graph").fingerprint)
 

@@ -25,6 +25,8 @@ with Lease(out, "rollouts", owner="holder test").acquire():
     if fork:  # a child that outlives its parent must not keep the lease
         child = os.fork()
         if child == 0:
+            # The fork hook has run by now; until then the child still shares the lock.
+            print("child running", flush=True)
             time.sleep(30)
             os._exit(0)
         print(child, flush=True)
@@ -43,9 +45,13 @@ def holder(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "fork" if fork else "-",
                                  str(release_after)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(proc)
+        lines = {proc.stdout.readline().strip() for _ in range(3 if fork else 1)}  # parent and child race
         if fork:
-            children.append(int(proc.stdout.readline()))
-        assert proc.stdout.readline().strip() == "held"
+            assert "child running" in lines
+            lines.discard("child running")
+            children.extend(int(line) for line in lines if line.isdigit())
+            lines -= {str(pid) for pid in children}
+        assert lines == {"held"}
         return proc
 
     yield start

@@ -226,6 +226,7 @@ class Teacher:
         attempt = 0
         pool = self.pool
         while True:
+            generation = self.server.generation if self.server is not None else 0
             async with self.semaphore:
                 ep = pool.pick(affinity)
                 ep.outstanding += 1
@@ -243,8 +244,9 @@ class Teacher:
                     self.in_flight -= 1
             moved = pool.failed(ep, err, down=isinstance(err, EndpointDownError))
             if self.server is not None and self.server.proc is not None and (
-                    self.server.restarting or not self.server.alive()):
-                # A managed server is being restarted: wait for it instead of burning retries.
+                    await self.server.failed_by_restart(generation)):
+                # The managed server died under this request or is being restarted: wait for it
+                # instead of burning retries.
                 await self.server.wait_ready()
                 continue
             if attempt >= self.retry.retries:

@@ -99,6 +99,7 @@ class ManagedServer:
         self._watchdog: asyncio.Task[None] | None = None
         self._log = None
         self.restarting = False
+        self.generation = 0  # restarts begun: a request sent before one cannot blame its endpoint
         self.failed: str | None = None  # set when the watchdog gave up
 
     @property
@@ -142,6 +143,7 @@ class ManagedServer:
         if self.restarts >= self.max_restarts:
             raise TeacherError(f"teacher server died {self.restarts + 1} times; giving up ({' '.join(self.cmd)})")
         self.restarts += 1
+        self.generation += 1
         code = self.proc.returncode if self.proc else None
         log.warning("teacher server died (exit %s); restart %d/%d", code, self.restarts, self.max_restarts)
         self._kill_group()
@@ -206,6 +208,20 @@ class ManagedServer:
                     raise
                 finally:
                     self.restarting = False
+
+    def disrupted(self, generation: int) -> bool:
+        """Whether a request sent at ``generation`` may have failed because the server died: a
+        restart began since, one is in progress, or the process is dead and not restarted yet."""
+        return (self.generation != generation or self.restarting
+                or (self.proc is not None and not self.alive()))
+
+    async def failed_by_restart(self, generation: int) -> bool:
+        """:meth:`disrupted`, asked again one watchdog poll later if it is not so yet: a client can
+        see its connection drop before the dying process is reaped, let alone noticed."""
+        if self.disrupted(generation):
+            return True
+        await asyncio.sleep(self.poll_s)
+        return self.disrupted(generation)
 
     async def wait_ready(self) -> None:
         """Return once no restart is in progress; raise if the watchdog gave up."""

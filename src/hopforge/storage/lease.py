@@ -67,7 +67,9 @@ class Lease:
     Use ``with Lease(out, "rollouts").acquire(): ...`` (``with Lease(...)`` alone acquires with
     ``wait=False``). Not re-entrant: acquiring a lease this process already holds raises
     :class:`LeaseHeldError` instead of waiting for itself. A child forked while the lease is held
-    does not keep it: the lease belongs to the process that acquired it.
+    does not keep it: the lease belongs to the process that acquired it. (The child closes its
+    copy of the lock in a fork hook, the first thing it runs; a parent killed before the child was
+    ever scheduled leaves the lock held until then, which is microseconds on an idle machine.)
     """
 
     def __init__(self, out: str | Path, name: str, *, owner: str = "", ttl_s: float = 60,
