@@ -62,15 +62,16 @@ def test_toy_fact_graph_has_both_directions_and_no_fact_for_plain_links(toy_out)
 
 
 def test_fact_graph_built_a_few_link_groups_at_a_time_equals_one_pass(enwiki233_graph, monkeypatch):
-    """The fact graph turns link rows into Python objects a chunk of (src, dst) groups at a time
-    (memory); on enwiki-233's links, chunks of 7 rows give the same graph as one chunk."""
+    """The fact graph turns link rows into Python objects a chunk of (src, dst) groups at a time, and
+    streams the links through buckets by source page (memory); on enwiki-233's links, chunks of 7
+    rows and buckets of 300 give the same graph as one chunk of one bucket."""
     from hopforge.storage.arrays import latest_run
     from hopforge.synth import factgraph
     from hopforge.synth.graph_view import GraphView, _dataset
 
     view = GraphView.load(enwiki233_graph, latest_run(enwiki233_graph, "graph"))
     pages = view.pages(int(p) for p in view.page_id)
-    links = factgraph.links_for_facts(_dataset(view.out, "links", view.run))
+    links = _dataset(view.out, "links", view.run).to_table(columns=factgraph.LINK_COLUMNS)
 
     def build():
         return factgraph.build_fact_graph(view.n_nodes, view.node_of_page, view.titles, links, pages)
@@ -79,6 +80,11 @@ def test_fact_graph_built_a_few_link_groups_at_a_time_equals_one_pass(enwiki233_
     whole = build()
     monkeypatch.setattr(factgraph, "FACT_CHUNK_ROWS", 7)
     chunked = build()
-    assert len(whole.facts) > 100
-    assert (whole.indptr == chunked.indptr).all() and (whole.indices == chunked.indices).all()
-    assert (whole.in_lead == chunked.in_lead).all() and whole.facts == chunked.facts
+    # Buckets of ~300 link rows by source page (streamed from the dataset, not a table): the same graph.
+    monkeypatch.setattr(factgraph, "BUCKET_ROWS", 300)
+    bucketed = factgraph.build_fact_graph(view.n_nodes, view.node_of_page, view.titles,
+                                          _dataset(view.out, "links", view.run), pages)
+    assert len(whole.facts) > 100 and links.column("dst_id").null_count < len(links) - 8 * 300  # 8+ buckets
+    for other in (chunked, bucketed):
+        assert (whole.indptr == other.indptr).all() and (whole.indices == other.indices).all()
+        assert (whole.in_lead == other.in_lead).all() and list(whole.facts) == list(other.facts)

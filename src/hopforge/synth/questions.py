@@ -50,11 +50,12 @@ from hopforge.synth.checks import (
     check_single_page,
     named_entities,
 )
-from hopforge.synth.clues import Clue, ClueIndex, page_clues
+from hopforge.synth.clues import Clue, ClueIndex, cached_clue_index, page_clues
 from hopforge.synth.compose import Chain, Composed, Composer, TemplateComposer
-from hopforge.synth.factgraph import FactGraph, build_fact_graph, links_for_facts
+from hopforge.synth.factgraph import FactGraph, build_fact_graph, cached_fact_graph
 from hopforge.synth.graph_view import GraphView, _dataset
 from hopforge.synth.language import dump_language
+from hopforge.synth.page_rows import page_rows
 from hopforge.synth.leaks import walk_names
 from hopforge.synth.replay import Replayer
 from hopforge.synth.retrieval import measure, rank
@@ -87,7 +88,8 @@ class QuestionBatch:
 
 class _Context:
     """Per-process cache of what every batch of one run shares: the graph, every page's clues,
-    the fact graph and its walker, the certifier, and (on first use) the search index."""
+    the fact graph and its walker, the certifier, and (on first use) the search index. The
+    dump-wide parts are memory-mapped from the graph run's caches under ``OUT/_cache``."""
 
     def __init__(self, cfg: Config, graph_run: str) -> None:
         self.out = Path(cfg.run.out)
@@ -95,15 +97,25 @@ class _Context:
         self.view = GraphView.load(cfg.run.out, graph_run)
         s = cfg.synth
         view = self.view
-        self.all_pages = view.pages(int(p) for p in view.page_id)  # no text: descriptions, infoboxes, categories
-        node_pages = [(i, self.all_pages.get(int(p)) or {}) for i, p in enumerate(view.page_id)]
-        self.clues = ClueIndex.from_pages(view.n_nodes, node_pages)
-        has_clue = np.array([any(self.clues.count(c.key) >= s.min_clue_pages for c in page_clues(p))
-                             for _, p in node_pages], bool) if view.n_nodes else np.zeros(0, bool)
-        links = _dataset(view.out, "links", view.run)
-        self.facts: FactGraph = build_fact_graph(view.n_nodes, view.node_of_page, view.titles,
-                                                 links_for_facts(links) if links is not None else _no_links(),
-                                                 self.all_pages)
+        # Page rows (no text), the clue index and the fact graph are built once per graph run and
+        # memory-mapped from OUT/_cache by every process after that (hopforge.synth.cache).
+        self.all_pages = page_rows(view.out, view.run)
+
+        def build_clues() -> ClueIndex:
+            node_of_page = view.node_of_page
+            return ClueIndex.build(view.n_nodes, ((node_of_page[row["page_id"]], [c.key for c in page_clues(row)])
+                                                  for chunk in self.all_pages.chunks() for row in chunk
+                                                  if row["page_id"] in node_of_page))
+
+        self.clues = cached_clue_index(view.out, view.run, view.n_nodes, build_clues)
+        has_clue = self.clues.nodes_with_a_clue(s.min_clue_pages)
+        def build_facts() -> FactGraph:
+            links = _dataset(view.out, "links", view.run)
+            return build_fact_graph(view.n_nodes, view.node_of_page, view.titles,
+                                    links if links is not None else _no_links(), self.all_pages,
+                                    spill_dir=self.out / "_cache")
+
+        self.facts: FactGraph = cached_fact_graph(view.out, view.run, view.n_nodes, build_facts)
         # Walks take only hops that read as facts, through pages with a clue that fits enough pages.
         self.walker: Walker = Walker(self.facts.indptr, self.facts.indices, self.facts.in_lead,
                                      view.allowed(s) & has_clue, s.lead_link_weight)
