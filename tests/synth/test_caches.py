@@ -3,8 +3,13 @@ graph run and memory-mapped from ``OUT/_cache`` after that; a damaged cache is n
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +174,33 @@ def test_the_keys_follow_the_shards_and_the_code_that_reads_them(enwiki, monkeyp
     monkeypatch.setattr(factgraph.relations, "__file__", str(lexicon))
     assert factgraph.fact_cache_dir(out, view.run) != keys["facts"]
     assert clues.clue_cache_dir(out, view.run) == keys["clues"]
+
+
+def test_the_fact_build_spills_to_disk_and_leaves_nothing_behind(enwiki, tmp_path) -> None:
+    out, view, pages, built = enwiki
+    spill = tmp_path / "spill"
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = [spill / f"hopforge-facts-{host}-{dead.stdout.strip()}-abc",  # a SIGKILLed build of this host
+            spill / f"hopforge-facts-{host}-{os.getpid()}-live",  # a build still running here
+            spill / "hopforge-facts-otherhost-1-xyz"]  # another host's: its pids are not ours to judge
+    for d in left:
+        (d / "links-0.arrow").parent.mkdir(parents=True)
+        (d / "links-0.arrow").write_bytes(b"x" * 10)
+    links = _dataset(view.out, "links", view.run)
+    graph = factgraph.build_fact_graph(view.n_nodes, view.node_of_page, view.titles, links, pages, spill_dir=spill)
+    _same_facts(graph, built)
+    mine = [d for d in spill.iterdir() if d not in left]
+    assert not left[0].exists() and left[1].exists() and left[2].exists() and len(mine) == 1
+    assert {p.name for p in mine[0].iterdir()} >= {"facts.arrow", "forward.arrow"}
+    del graph
+    gc.collect()
+    assert not mine[0].exists()
+
+    class Broken(dict):
+        def get(self, key, default=None):
+            raise RuntimeError("page store gone")
+
+    with pytest.raises(RuntimeError, match="page store gone"):
+        factgraph.build_fact_graph(view.n_nodes, view.node_of_page, view.titles, links, Broken(), spill_dir=spill)
+    assert sorted(spill.iterdir()) == sorted(left[1:])

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -63,8 +64,7 @@ def write_atomically(path: Path, arrays: dict[str, np.ndarray] | Callable[[], di
     iterable of tables), written as it streams; ``arrays`` and ``meta`` may be functions, called
     after the tables are written. Another process's finished copy already there wins (same key,
     same content)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    tmp = scratch_dir(path.parent, f".{path.name}-")
     try:
         for name, table in tables.items():
             schema, parts = (table.schema, [table]) if isinstance(table, pa.Table) else table
@@ -87,6 +87,30 @@ def write_atomically(path: Path, arrays: dict[str, np.ndarray] | Callable[[], di
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def scratch_dir(parent: Path, prefix: str) -> Path:
+    """A new directory ``<prefix><host>-<pid>-<random>`` under ``parent``, after removing those of
+    the same prefix that a process of this host left behind when it died (a SIGKILLed build's
+    spilled links can be tens of GB at enwiki)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for old in parent.glob(f"{prefix}{host}-*-*"):
+        pid = old.name[len(prefix) + len(host) + 1:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by process %s, which is gone", old, pid)
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{host}-{os.getpid()}-", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def read_dir(path: Path, arrays: Iterable[str], tables: Iterable[str]) -> tuple[dict[str, Any], dict[str, np.ndarray],

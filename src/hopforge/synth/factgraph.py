@@ -24,8 +24,10 @@ change to either builds a new cache instead of serving stale facts.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,11 +120,15 @@ def build_fact_graph(n_nodes: int, node_of_page: dict[int, int], titles: list[st
     (under ``spill_dir``, default the system's temporary directory), each bucket's facts are read
     and spilled, and the inverses and the (source, destination) order are computed over integer
     arrays; the facts themselves stay on disk, memory-mapped (the result's :class:`FactTable`)."""
-    spill = tempfile.TemporaryDirectory(prefix="hopforge-facts-", dir=spill_dir)
-    root = Path(spill.name)
-    forward = _forward_facts(_buckets(links, root), node_of_page, titles, pages, root / "forward.arrow")
-    graph = _assemble(n_nodes, forward, root / "facts.arrow")
-    graph.facts._spill = spill  # type: ignore[attr-defined]  # removed with the graph
+    root = cache.scratch_dir(Path(spill_dir or tempfile.gettempdir()), "hopforge-facts-")
+    try:
+        forward = _forward_facts(_buckets(links, root), node_of_page, titles, pages, root / "forward.arrow")
+        graph = _assemble(n_nodes, forward, root / "facts.arrow")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    # Removed with the graph (its facts are memory-mapped from there until then).
+    weakref.finalize(graph.facts, shutil.rmtree, root, True)
     return graph
 
 
