@@ -17,8 +17,9 @@ import pytest
 
 from hopforge.errors import StorageError
 from hopforge.storage.arrays import latest_run
-from hopforge.synth import clues, factgraph, page_rows
-from hopforge.synth.clues import ClueIndex, page_clues
+from hopforge.synth import clue_index, factgraph, page_rows
+from hopforge.synth.clue_index import ClueIndex
+from hopforge.synth.clues import page_clues
 from hopforge.synth.graph_view import GraphView, _dataset
 
 
@@ -90,8 +91,8 @@ def test_cached_clue_index_equals_the_in_memory_one(fresh) -> None:
     out, view, pages, _ = fresh
     node_pages = [(i, dict(pages[int(p)])) for i, p in enumerate(view.page_id)]
     memory = ClueIndex.from_pages(view.n_nodes, node_pages)
-    disk = clues.cached_clue_index(out, view.run, view.n_nodes, lambda: memory)
-    again = clues.cached_clue_index(out, view.run, view.n_nodes, _never)
+    disk = clue_index.cached_clue_index(out, view.run, view.n_nodes, lambda: memory)
+    again = clue_index.cached_clue_index(out, view.run, view.n_nodes, _never)
     keys_of = [{c.key for c in page_clues(p)} for _, p in node_pages]
     keys = set().union(*keys_of)
     assert len(keys) == len(memory) == len(again) > 500
@@ -106,10 +107,13 @@ def test_cached_clue_index_equals_the_in_memory_one(fresh) -> None:
 
 
 def test_keys_whose_hashes_collide_are_told_apart(monkeypatch) -> None:
-    monkeypatch.setattr(clues, "key_hash", lambda key: 7)  # every key collides
+    monkeypatch.setattr(clue_index, "key_hash", lambda key: 7)  # every key collides
     index = ClueIndex.build(4, [(0, ["a", "b"]), (1, ["b"]), (3, ["c", "a"]), (2, ["b"]), (1, ["b"])])
     assert [index.nodes(k).tolist() for k in "abcd"] == [[0, 3], [0, 1, 2], [3], []]
     assert index.nodes_with_a_clue(3).tolist() == [True, True, True, False]
+    monkeypatch.setattr(clue_index, "MEMO_KEYS", 2)  # look-ups remembered, and forgotten past the cap
+    for _ in range(3):
+        assert [index.count(k) for k in "dcba"] == [0, 1, 3, 2] and len(index._slots) <= 2
 
 
 def _tiny_clues(view: GraphView) -> ClueIndex:
@@ -118,16 +122,16 @@ def _tiny_clues(view: GraphView) -> ClueIndex:
 
 CACHES = {
     "facts": lambda out, view, built: factgraph.cached_fact_graph(out, view.run, view.n_nodes, lambda: built),
-    "clues": lambda out, view, built: clues.cached_clue_index(out, view.run, view.n_nodes,
+    "clues": lambda out, view, built: clue_index.cached_clue_index(out, view.run, view.n_nodes,
                                                               lambda: _tiny_clues(view)),
     "pages": lambda out, view, built: page_rows.page_rows(out, view.run),
 }
-DIRS = {"facts": factgraph.fact_cache_dir, "clues": clues.clue_cache_dir, "pages": page_rows.pages_cache_dir}
+DIRS = {"facts": factgraph.fact_cache_dir, "clues": clue_index.clue_cache_dir, "pages": page_rows.pages_cache_dir}
 
 
 def _load(kind: str, path: Path, view: GraphView) -> object:
     return {"facts": lambda: factgraph.load_fact_graph(path, view.n_nodes),
-            "clues": lambda: clues.load_clue_index(path, view.n_nodes),
+            "clues": lambda: clue_index.load_clue_index(path, view.n_nodes),
             "pages": lambda: page_rows._load(path)}[kind]()
 
 
@@ -173,7 +177,7 @@ def test_the_keys_follow_the_shards_and_the_code_that_reads_them(enwiki, monkeyp
     lexicon.write_bytes(Path(factgraph.relations.__file__).read_bytes() + b"\n# one more relation\n")
     monkeypatch.setattr(factgraph.relations, "__file__", str(lexicon))
     assert factgraph.fact_cache_dir(out, view.run) != keys["facts"]
-    assert clues.clue_cache_dir(out, view.run) == keys["clues"]
+    assert clue_index.clue_cache_dir(out, view.run) == keys["clues"]
 
 
 def test_the_fact_build_spills_to_disk_and_leaves_nothing_behind(enwiki, tmp_path) -> None:

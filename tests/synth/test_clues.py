@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from hopforge.synth.clues import ClueIndex, category_clues, description_clues, fact_clues, page_clues, singular
+from hopforge.synth.clue_index import ClueIndex
+from hopforge.synth.clues import (
+    category_clues,
+    description_clues,
+    fact_clues,
+    page_clues,
+    singular,
+)
 
 
 def texts(clues):

@@ -4,7 +4,7 @@ For a walk e0 -> e1 -> ... -> ek, a question says "some e0 fits clues C0; it <re
 some e1 that fits C1; ... which ek fits Ck?". The **certificate** is computed over the whole
 dump, not over the previous hop's neighbours:
 
-* per clue: the pages that satisfy it alone (:class:`~hopforge.synth.clues.ClueIndex`), and
+* per clue: the pages that satisfy it alone (:class:`~hopforge.synth.clue_index.ClueIndex`), and
   a few witness titles other than the entity itself;
 * for the whole question: candidates(e0) = pages fitting C0; candidates(e_i) = pages fitting
   C_i that are linked (either way) with a candidate of e_(i-1). The answer candidates are
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from hopforge.synth.clues import Clue, ClueIndex, page_clues
+from hopforge.synth.clue_index import ClueIndex
+from hopforge.synth.clues import Clue, page_clues
 from hopforge.synth.leaks import Name, mentions
 
 WITNESSES = 3

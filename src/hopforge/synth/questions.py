@@ -50,7 +50,8 @@ from hopforge.synth.checks import (
     check_single_page,
     named_entities,
 )
-from hopforge.synth.clues import Clue, ClueIndex, cached_clue_index, page_clues
+from hopforge.synth.clue_index import ClueIndex, cached_clue_index
+from hopforge.synth.clues import Clue, page_clues
 from hopforge.synth.compose import Chain, Composed, Composer, TemplateComposer
 from hopforge.synth.factgraph import FactGraph, build_fact_graph, cached_fact_graph
 from hopforge.synth.graph_view import GraphView, _dataset
