@@ -36,6 +36,7 @@ from typing import Any, overload
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from hopforge.synth import cache, describe, relations
 from hopforge.synth.describe import is_person
@@ -104,7 +105,7 @@ class FactGraph:
 
 
 FACT_CHUNK_ROWS = 50_000  # link rows turned into Python objects at a time
-BUCKET_ROWS = 2_000_000  # link rows per source bucket: what one build step holds (memory-mapped)
+BUCKET_ROWS = 500_000  # link rows per source bucket: one step of the build holds one, sorted (~150 MB)
 LINK_COLUMNS = ["src_id", "dst_id", "position", "anchor", "sentence", "in_lead"]
 _FORWARD = pa.schema([("u", pa.int32()), ("v", pa.int32()), ("phrase", pa.string()), ("source", pa.string()),
                       ("anchor", pa.string()), ("sentence", pa.string()), ("in_lead", pa.bool_())])
@@ -137,8 +138,18 @@ def _batches(links: Any) -> tuple[int, Iterator[pa.RecordBatch]]:
         t = links.select(LINK_COLUMNS)
         t = t.filter(pc.is_valid(t.column("dst_id")))
         return t.num_rows, iter(t.to_batches(max_chunksize=1 << 16))
-    valid = pc.is_valid(pc.field("dst_id"))
-    return links.count_rows(filter=valid), links.to_batches(columns=LINK_COLUMNS, filter=valid, batch_size=1 << 16)
+    # File by file, a row group at a time: a dataset scan reads ahead several files and row groups,
+    # and Arrow's pool keeps what it held (~700 MB after 4M links with their sentences).
+    files = list(links.files)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for f in files:
+            with pq.ParquetFile(f) as pf:
+                for batch in pf.iter_batches(batch_size=1 << 16, columns=LINK_COLUMNS):
+                    yield batch.filter(pc.is_valid(batch.column("dst_id")))
+
+    return rows, batches()
 
 
 def _buckets(links: Any, root: Path) -> list[pa.Table]:
@@ -153,10 +164,14 @@ def _buckets(links: Any, root: Path) -> list[pa.Table]:
             if schema is None:
                 schema = batch.schema
             bucket = batch.column("src_id").to_numpy(zero_copy_only=False) % n
-            for b in np.unique(bucket).tolist():
+            order = np.argsort(bucket, kind="stable")
+            grouped, bucket = batch.take(pa.array(order)), bucket[order]
+            cuts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1], True])
+            for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+                b = int(bucket[lo])
                 if b not in writers:
                     writers[b] = pa.ipc.new_file(str(root / f"links-{b}.arrow"), schema)
-                writers[b].write_batch(batch.filter(pa.array(bucket == b)))
+                writers[b].write_batch(grouped.slice(lo, hi - lo))
     finally:
         for w in writers.values():
             w.close()
@@ -178,6 +193,10 @@ def _forward_facts(buckets: list[pa.Table], node_of_page: dict[int, int], titles
             if not len(order):
                 continue
             s_sorted, d_sorted = src[order], dst[order]
+            del src, dst, pos
+            # One sorted copy of the bucket, sliced below: a take per chunk from the memory-mapped
+            # bucket's many small record batches would concatenate them every time.
+            links = links.take(order)
             starts = np.flatnonzero(np.r_[True, (s_sorted[1:] != s_sorted[:-1]) | (d_sorted[1:] != d_sorted[:-1])])
             bounds = np.r_[starts, len(order)]
             g = 0
@@ -185,7 +204,7 @@ def _forward_facts(buckets: list[pa.Table], node_of_page: dict[int, int], titles
                 g_end = int(np.searchsorted(bounds, bounds[g] + FACT_CHUNK_ROWS, side="right")) - 1
                 g_end = min(max(g_end, g + 1), len(starts))  # whole groups, at least one
                 lo, hi = int(bounds[g]), int(bounds[g_end])
-                rows = links.take(order[lo:hi]).to_pylist()
+                rows = links.slice(lo, hi - lo).to_pylist()
                 out: dict[str, list[Any]] = {name: [] for name in _FORWARD.names}
                 for a, b in zip(bounds[g:g_end] - lo, bounds[g + 1:g_end + 1] - lo, strict=True):
                     group = rows[a:b]
@@ -225,9 +244,11 @@ def _assemble(n_nodes: int, forward: pa.Table, path: Path) -> FactGraph:
     order = np.lexsort((dst, src))
     row, is_inv, src, dst = row[order], is_inv[order], src[order], dst[order]
     in_lead = forward.column("in_lead").to_numpy(zero_copy_only=False)[row].astype(bool)
+    batches = forward.to_batches()
+    starts = np.cumsum([0] + [b.num_rows for b in batches])
     with pa.ipc.new_file(str(path), FACT_SCHEMA) as writer:
         for lo in range(0, len(row), 1 << 16):
-            part = forward.take(row[lo:lo + (1 << 16)])
+            part = _take(batches, starts, row[lo:lo + (1 << 16)])
             inv = pa.array(is_inv[lo:lo + (1 << 16)])
             fwd_phrase = part.column("phrase").combine_chunks()
             phrase = pc.if_else(inv, pc.take(inv_of, pc.index_in(fwd_phrase, phrases.dictionary)), fwd_phrase)
@@ -239,6 +260,26 @@ def _assemble(n_nodes: int, forward: pa.Table, path: Path) -> FactGraph:
         np.cumsum(np.bincount(src, minlength=n_nodes), out=indptr[1:])
     facts = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
     return FactGraph(indptr=indptr, indices=dst.astype(np.int32), in_lead=in_lead, facts=FactTable(facts, in_lead))
+
+
+def _take(batches: list[pa.RecordBatch], starts: np.ndarray, rows: np.ndarray) -> pa.Table:
+    """Rows ``rows`` (in that order) of the table made of ``batches`` (``starts``: each batch's first
+    row), taken batch by batch: ``Table.take`` over a memory-mapped table of many record batches
+    concatenates whole columns first, every call (GBs of sentences at scale)."""
+    which = np.searchsorted(starts, rows, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    parts = []
+    cuts = np.flatnonzero(np.r_[True, np.diff(which[order]) != 0, True]) if len(rows) else np.zeros(1, np.int64)
+    for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        idx = order[lo:hi]
+        b = int(which[idx[0]])
+        parts.append(batches[b].take(pa.array(rows[idx] - starts[b])))
+    if not parts:
+        return pa.Table.from_batches([], schema=batches[0].schema if batches else _FORWARD)
+    grouped = pa.Table.from_batches(parts).combine_chunks()  # these rows only
+    back = np.empty(len(rows), np.int64)
+    back[order] = np.arange(len(rows))
+    return grouped.take(pa.array(back))
 
 
 def _isin_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
