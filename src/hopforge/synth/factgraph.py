@@ -122,8 +122,13 @@ def build_fact_graph(n_nodes: int, node_of_page: dict[int, int], titles: list[st
     and spilled, and the inverses and the (source, destination) order are computed over integer
     arrays; the facts themselves stay on disk, memory-mapped (the result's :class:`FactTable`)."""
     root = cache.scratch_dir(Path(spill_dir or tempfile.gettempdir()), "hopforge-facts-")
+    pool = pa.default_memory_pool()  # hand back what each phase's Arrow buffers held (mimalloc keeps it)
     try:
-        forward = _forward_facts(_buckets(links, root), node_of_page, titles, pages, root / "forward.arrow")
+        buckets = _buckets(links, root)
+        pool.release_unused()
+        forward = _forward_facts(buckets, node_of_page, titles, pages, root / "forward.arrow")
+        del buckets
+        pool.release_unused()
         graph = _assemble(n_nodes, forward, root / "facts.arrow")
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
