@@ -56,8 +56,8 @@ from hopforge.synth.compose import Chain, Composed, Composer, TemplateComposer
 from hopforge.synth.factgraph import FactGraph, build_fact_graph, cached_fact_graph
 from hopforge.synth.graph_view import GraphView, _dataset
 from hopforge.synth.language import dump_language
-from hopforge.synth.page_rows import page_rows
 from hopforge.synth.leaks import walk_names
+from hopforge.synth.page_rows import page_rows
 from hopforge.synth.replay import Replayer
 from hopforge.synth.retrieval import measure, rank
 from hopforge.synth.walks import (
@@ -110,6 +110,7 @@ class _Context:
 
         self.clues = cached_clue_index(view.out, view.run, view.n_nodes, build_clues)
         has_clue = self.clues.nodes_with_a_clue(s.min_clue_pages)
+
         def build_facts() -> FactGraph:
             links = _dataset(view.out, "links", view.run)
             return build_fact_graph(view.n_nodes, view.node_of_page, view.titles,
