@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 from hopforge.storage import schema_for, shard_paths
 from hopforge.synth import cache
+from hopforge.synth.graph_view import PAGE_COLUMNS
 
-PAGE_COLUMNS = ["page_id", "title", "short_description", "infobox_type", "infobox", "categories", "lead"]
 CACHE_FORMAT = 1
 _CHUNK = 8192
 
@@ -51,13 +51,6 @@ class PageRows(Mapping[int, dict[str, Any]]):
         """Every row, as dicts, ``size`` at a time (table order)."""
         for lo in range(0, self.table.num_rows, size):
             yield self.table.slice(lo, size).to_pylist()
-
-    @classmethod
-    def from_table(cls, table: pa.Table) -> PageRows:
-        """In memory, from a table with (at least) :data:`PAGE_COLUMNS` (tests, tiny graphs)."""
-        ids = table.column("page_id").to_numpy(zero_copy_only=False).astype(np.int64)
-        order = np.argsort(ids, kind="stable")
-        return cls(table.select(PAGE_COLUMNS), ids[order], order.astype(np.int64))
 
 
 def _schema() -> pa.Schema:

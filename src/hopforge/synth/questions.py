@@ -53,7 +53,7 @@ from hopforge.synth.checks import (
 from hopforge.synth.clue_index import ClueIndex, cached_clue_index
 from hopforge.synth.clues import Clue, page_clues
 from hopforge.synth.compose import Chain, Composed, Composer, TemplateComposer
-from hopforge.synth.factgraph import FactGraph, build_fact_graph, cached_fact_graph
+from hopforge.synth.factgraph import LINK_COLUMNS, FactGraph, build_fact_graph, cached_fact_graph
 from hopforge.synth.graph_view import GraphView, _dataset
 from hopforge.synth.language import dump_language
 from hopforge.synth.leaks import walk_names
@@ -154,8 +154,7 @@ class _Context:
 def _no_links() -> Any:
     from hopforge.storage import schema_for
 
-    return schema_for("links").empty_table().select(["src_id", "dst_id", "position", "anchor", "sentence",
-                                                       "in_lead"])
+    return schema_for("links").empty_table().select(LINK_COLUMNS)
 
 
 _CONTEXTS: dict[tuple[str, str, str, int], _Context] = {}
